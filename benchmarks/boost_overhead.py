@@ -10,7 +10,7 @@ is per method):
   outer iteration = ``k_psi + k_theta + k_phi`` optimizer steps, timed after a warm-up iteration;
 * ``raw``: the forward/backward work those phases contain, written directly in torch with no
   trainer around it (ψ: backbone without grad + ψ-head loss backward + step; θ: train and
-  validation forward/backward + step; φ: backbone without grad + both heads' losses): the floor;
+  validation forward/backward, one after the other, + step; φ: backbone without grad + both heads' losses): the floor;
 * ``vanilla``: :class:`OfflineRLTrainer` doing the same number of optimizer steps (one
   forward/backward each), for memory and for scale.
 
@@ -149,10 +149,12 @@ def _raw(args, model, tokenizer, real, val, synthetic, common) -> float:
             losses.mean().backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
         for j in range(args.k_theta):
             b = batches[step]; step += 1
-            with autocast:
-                out = policy(**{k: b[k] for k in ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")}, loss_config=config)
-                out_val = policy(**{k: vals[j][k] for k in ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")}, loss_config=config)
-            (out["losses"].mean() + out_val["losses"].mean()).backward(); optimizer.step(); optimizer.zero_grad(set_to_none=True)
+            # L_val's backward, then L_train's: one graph alive at a time, as the trainer does
+            for source in (vals[j], b):
+                with autocast:
+                    out = policy(**{k: source[k] for k in ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")}, loss_config=config)
+                out["losses"].mean().backward()
+            optimizer.step(); optimizer.zero_grad(set_to_none=True)
         for _ in range(args.k_phi):
             b = batches[step]; step += 1
             with autocast, torch.no_grad():

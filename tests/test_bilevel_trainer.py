@@ -324,3 +324,23 @@ def test_offline_rl_trainer_seeds_before_drawing_its_heads(tmp_path, tiny_llama_
     assert heads[0].keys() == heads[1].keys()
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
     assert any(v.abs().sum() > 0 for v in heads[0].values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_split_theta_backward_equals_one_combined_backward(tmp_path, tiny_llama_path, tiny_tokenizer, data, accumulation):
+    """L_val's backward then α·L_train's (the memory-saving default) = one backward of the sum."""
+    def run(split):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+        trainer = _trainer(tmp_path, model, tiny_tokenizer, data, output_dir=str(tmp_path / f"split-{split}"),
+                           split_theta_backward=split, max_steps=5, per_device_train_batch_size=2,
+                           gradient_accumulation_steps=accumulation, val_batch_size=2, alpha=0.5)
+        trainer.train()
+        logs = [value for log in trainer.state.log_history if log.get("phase") == 1 for value in (log["loss"], log["val_loss"])]
+        return _snapshot(trainer), logs
+
+    (split, split_logs), (combined, combined_logs) = run(True), run(False)
+    assert len(split_logs) == 4
+    assert split_logs == pytest.approx(combined_logs, rel=1e-5)
+    for key in split:
+        torch.testing.assert_close(split[key], combined[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -58,6 +58,11 @@ class BilevelReweightConfig(OfflineRLConfig):
             ψ heads into the θ heads. ``"separate_adapters"``: one frozen base with two LoRA adapters
             (PEFT multi-adapter, ``set_adapter``); the ψ phase updates the ψ adapter + ψ heads, the θ
             phase the θ adapter + θ heads, ``θ ← ψ`` copies adapter and heads. Needs ``peft_config``.
+        split_theta_backward (`bool`, default ``True``): each θ micro-step runs L_val's forward and
+            backward, then α·L_train's, so only one pass's activations are alive at a time (same
+            gradients as one backward of the sum; under DDP the first runs in ``no_sync``). ``False``
+            runs both in one forward and one backward (about the activation memory of both batches);
+            DeepSpeed always uses the single pass, because its engine steps inside its backward.
 
     Reweighting head φ
         reweight_learning_rate (`float` or `None`, default ``None``): φ's own AdamW learning rate;
@@ -97,6 +102,7 @@ class BilevelReweightConfig(OfflineRLConfig):
     k_theta: int = field(default=20, metadata={"help": "Steps on theta per outer iteration (paper 20 / 32)."})
     k_phi: int = field(default=1, metadata={"help": "Steps on phi per outer iteration (paper 1)."})
     aux_mode: str = field(default="shared_backbone", metadata={"help": "shared_backbone | separate_adapters."})
+    split_theta_backward: bool = field(default=True, metadata={"help": "Theta steps: L_val backward, then L_train backward."})
     reweight_learning_rate: float | None = field(default=None, metadata={"help": "phi lr (None = lr / 10)."})
     reweight_weight_decay: float = field(default=0.0, metadata={"help": "phi weight decay."})
     reweight_max_grad_norm: float = field(default=1.0, metadata={"help": "phi gradient clipping (0 = off)."})

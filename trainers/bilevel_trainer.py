@@ -79,8 +79,9 @@ class BilevelPolicy(ValueHeadPolicy):
 
     * ``psi``: ψ's losses; with a shared backbone the backbone runs without gradient, so only the ψ
       heads are in the graph;
-    * ``theta``: θ's losses on the batch and ``val_losses`` on the validation batch ``spec["val"]``
-      (two backbone passes in one forward);
+    * ``theta``: θ's losses on the batch and, when ``spec["val"]`` is given, ``val_losses`` on that
+      validation batch (two backbone passes in one forward: the DeepSpeed path, see
+      :meth:`BilevelReweightTrainer.training_step`);
     * ``phi``: θ's and ψ's losses (``losses``, ``psi_losses``), meant to run under ``no_grad``.
 
     Each trainer micro-step is one call through the DDP / DeepSpeed wrapper, so the wrapper's
@@ -105,8 +106,8 @@ class BilevelPolicy(ValueHeadPolicy):
             return plain(input_ids, attention_mask, heads=self.aux_heads, loss_config=config, **batch)
         if phase == "theta":
             output = plain(input_ids, attention_mask, loss_config=config, **batch)
-            val = bilevel["val"]
-            output["val_losses"] = plain(loss_config=config, **val)["losses"]
+            if "val" in bilevel:
+                output["val_losses"] = plain(loss_config=config, **bilevel["val"])["losses"]
             return output
         if phase != "phi":
             raise ValueError(f"unknown bilevel phase {phase!r}")
@@ -440,6 +441,36 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             if mask.any():
                 metrics[f"weight_mean_{name}"].append(float(relative[mask].mean()))
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """θ steps run L_val's forward/backward before α·L_train's, so only one graph is alive at a time.
+
+        The gradients add up to those of ``L_val + α·L_train`` in one backward, at the peak memory
+        of the larger of the two passes instead of both. Under DDP the validation backward runs in
+        ``no_sync`` and the train backward reduces the sum. Under DeepSpeed, whose engine steps inside
+        its backward, θ keeps the single combined pass (:class:`BilevelPolicy`), as it does with
+        ``split_theta_backward=False``.
+        """
+        if (
+            not self.args.is_bilevel
+            or not self.args.split_theta_backward
+            or self.is_deepspeed_enabled
+            or self.phase_at(self.state.global_step)[0] != "theta"
+        ):
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        self._activate("theta")
+        step = self.state.global_step
+        self._theta_micro = self._micro_step(step)
+        val = self._val_batch(step, self._theta_micro)
+        val = {key: val[key] for key in MODEL_INPUT_KEYS if key in val}
+        with self.accelerator.no_sync(model):
+            with self.compute_loss_context_manager():
+                val_loss = model(**val, loss_config=self.loss_config)["losses"].mean()
+            self.accelerator.backward(val_loss / self.current_gradient_accumulation_steps)
+        self._theta_val_loss = val_loss.detach()
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        return loss + val_loss.detach() / self.current_gradient_accumulation_steps
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         if not self.args.is_bilevel or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -447,7 +478,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         phase, outer, _ = self.phase_at(step)
         alpha = self.alpha_at(step)
         metrics = self._metrics["train"]
-        micro = self._micro_step(step)
+        # a θ micro-step that training_step split has been counted there already
+        micro = self.__dict__.pop("_theta_micro", None)
+        micro = self._micro_step(step) if micro is None else micro
         batch = {key: inputs[key] for key in MODEL_INPUT_KEYS if key in inputs}
         # One call of the wrapped model per micro-step runs the whole phase, so DDP's reducer and
         # DeepSpeed's gradient hooks see exactly the graph that backward walks (see BilevelPolicy).
@@ -464,13 +497,18 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         elif phase == "theta":
             self._activate("theta")
             weights = self.batch_weights(inputs)
-            val = self._val_batch(step, micro)
-            spec["val"] = {key: val[key] for key in MODEL_INPUT_KEYS if key in val}
+            # training_step may already have run the validation loss's forward and backward
+            val_loss = self.__dict__.pop("_theta_val_loss", None)
+            if val_loss is None:
+                val = self._val_batch(step, micro)
+                spec["val"] = {key: val[key] for key in MODEL_INPUT_KEYS if key in val}
             output = model(**batch, bilevel=spec)
             losses, parts = output["losses"], output["metrics"]
             train_loss = (weights * losses).sum()
-            val_loss = output["val_losses"].mean()
-            loss = val_loss + alpha * train_loss
+            loss = alpha * train_loss
+            if val_loss is None:
+                val_loss = output["val_losses"].mean()
+                loss = val_loss + loss
             metrics["val_loss"].append(float(val_loss.detach()))
             metrics["theta_train_loss"].append(float(train_loss.detach()))
         else:
