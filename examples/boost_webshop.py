@@ -16,7 +16,8 @@ Steps (every flag of ``BilevelReweightConfig`` and of ``ExampleArguments`` below
 4. one synthetic trajectory per train trajectory by self-play of the same model (appendix F);
 5. bilevel training (Algorithm 1) for a few outer iterations;
 6. live evaluation of the value-guided policy on held-out categories (mean ± s.e.);
-7. weight analysis (figure 2) and every artifact saved under ``--output_dir``.
+7. weight analysis (figure 2) and every artifact saved under ``--output_dir`` (the evaluation
+   episodes too, in ``eval_trajectories``).
 
 The same pipeline runs Twenty Questions and Car Dealer (``examples/boost_twenty_questions.py``,
 ``examples/boost_car_dealer.py``) and the table-1 benchmark (``benchmarks/reproduce_table1.py``).
@@ -264,6 +265,7 @@ def run(example: ExampleArguments, config: BilevelReweightConfig, real_builder: 
         results["eval"] = {"mean_return": result.mean_return, "stderr": result.stderr,
                            "success_rate": result.success_rate, "episodes": result.num_episodes}
         (out / "eval.md").write_text(result.to_markdown(config.method))
+        to_dataset(result.rows).save_to_disk(str(out / "eval_trajectories"))  # what the policy actually did
         result.plot(out / "eval.png", title=f"{example.env}: {config.method}")
         print(f"[eval] {config.method}: return {result.mean_return:.3f} ± {result.stderr:.3f}, "
               f"success {result.success_rate:.2f} over {result.num_episodes} episodes")
