@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 SMALL = [
     "--num_real", "16", "--num_categories", "6", "--max_steps", "5", "--k_psi", "2", "--k_theta", "2", "--k_phi", "1",
     "--synthetic_max_steps", "2", "--synthetic_max_new_tokens", "8", "--num_eval_episodes", "2", "--eval_max_turns", "2",
-    "--eval_max_new_tokens", "8", "--max_length", "1024", "--bf16", "false", "--lora_r", "4",
+    "--eval_max_new_tokens", "8", "--max_length", "1024", "--lora_r", "4",
 ]
 
 
