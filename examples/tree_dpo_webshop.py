@@ -10,7 +10,7 @@ of 1. Prints average reward and success rate (x100) per method and writes ``resu
 ``results.json`` and ``results.png`` under ``--output-dir`` (default ``runs/w2sg-webshop``).
 
     .venv/bin/python examples/tree_dpo_webshop.py
-    .venv/bin/python examples/tree_dpo_webshop.py --strong smollm2 --train-tasks 32 --test-tasks 32
+    .venv/bin/python examples/tree_dpo_webshop.py --strong gemma3-270m --train-tasks 32 --test-tasks 32
     .venv/bin/python examples/tree_dpo_webshop.py --smoke      # checks every stage: 2 train / 2 test goals
 """
 

@@ -47,6 +47,29 @@ EnvFactory = Callable[[], TextEnv]
 DEFAULT_STOP_SEQUENCES = ("\nObservation:",)
 
 
+def window_history(messages: Messages, max_history_turns: int | None) -> Messages:
+    """Keep the system prompt, the first observation and the last ``max_history_turns`` exchanges.
+
+    An exchange is an (assistant action, next observation) pair. The task statement (the first
+    user message) always stays; the oldest exchanges after it are dropped. ``None`` keeps
+    everything. Training examples built with the same window show a model exactly the prompts
+    it will see in a rollout with ``max_history_turns`` (see :class:`LMPolicy`).
+    """
+    if max_history_turns is None:
+        return list(messages)
+    if max_history_turns < 0:
+        raise ValueError(f"max_history_turns must be >= 0 or None, got {max_history_turns}")
+    head = 1 if messages and messages[0]["role"] == "system" else 0
+    head += 1  # the first observation (task statement)
+    rest = list(messages[head:])
+    # rest alternates assistant, user, assistant, user, ...; a trailing assistant turn (the
+    # target of a training example) is kept on top of the window its prompt had
+    keep = 2 * max_history_turns + (len(rest) % 2)
+    if len(rest) <= keep:
+        return list(messages)
+    return list(messages[:head]) + (rest[len(rest) - keep :] if keep > 0 else [])
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How an :class:`LMPolicy` samples one turn (recorded in every row's ``metadata``).
@@ -110,6 +133,10 @@ class LMPolicy:
         max_prompt_tokens: when a rendered history is longer, the oldest (action, observation)
             pairs after the first observation are dropped until it fits, then tokens are cut
             from the left as a last resort (default None: never truncate).
+        max_history_turns: show the model only the system prompt, the first observation and
+            the last ``max_history_turns`` (action, observation) exchanges
+            (:func:`window_history`; default None: the whole history). Applied before
+            ``max_prompt_tokens``.
         autocast: run generation under bf16 autocast; ``None`` (default) = when the hardware
             has bf16 and the model is fp32. Pass False where exact fp32 values matter.
         stop_sequences: a turn is cut at the first of these strings.
@@ -128,6 +155,7 @@ class LMPolicy:
         autocast: bool | None = None,
         stop_sequences: Sequence[str] = DEFAULT_STOP_SEQUENCES,
         generate_kwargs: Mapping[str, Any] | None = None,
+        max_history_turns: int | None = None,
     ):
         if tokenizer is None:
             raise ValueError("an LM policy needs its tokenizer: pass tokenizer=")
@@ -141,6 +169,9 @@ class LMPolicy:
         self.settings = settings or GenerationSettings()
         self.logits_processor = list(logits_processor or [])
         self.max_prompt_tokens = max_prompt_tokens
+        if max_history_turns is not None and max_history_turns < 0:
+            raise ValueError(f"max_history_turns must be >= 0 or None, got {max_history_turns}")
+        self.max_history_turns = max_history_turns
         self.stop_sequences = tuple(stop_sequences)
         self.generate_kwargs = dict(generate_kwargs or {})
         self.device, dtype = _model_device_dtype(model)
@@ -180,7 +211,8 @@ class LMPolicy:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, messages: Messages) -> list[int]:
-        """Token ids of the generation prompt for one history, truncated to ``max_prompt_tokens``."""
+        """Token ids of the generation prompt for one history, windowed and truncated to ``max_prompt_tokens``."""
+        messages = window_history(messages, self.max_history_turns)
         ids = self._render(messages)
         limit = self.max_prompt_tokens
         if limit is None or len(ids) <= limit:
@@ -335,6 +367,7 @@ def rollout(
     episode_seeds: Sequence[int] | None = None,
     logits_processor: Sequence[Any] | None = None,
     max_prompt_tokens: int | None = None,
+    max_history_turns: int | None = None,
     max_turns: int | None = None,
     system_prompt: str | None = None,
     autocast: bool | None = None,
@@ -365,6 +398,8 @@ def rollout(
         episode_seeds: explicit env seed of each episode instead of ``seed + i``.
         logits_processor: extra ``LogitsProcessor`` objects for generation (value guidance).
         max_prompt_tokens: see :class:`LMPolicy`.
+        max_history_turns: exchanges of history the model sees, see :class:`LMPolicy` (``None``
+            keeps an :class:`LMPolicy`'s own value; default: the whole history).
         max_turns: harness-side cap on assistant turns; an episode cut by it is stored with
             ``done=False`` (default None: the env's own ``max_steps`` ends episodes).
         system_prompt: system message; default the env's ``system_prompt``; ``""`` for none.
@@ -395,6 +430,7 @@ def rollout(
         key: value
         for key, value in dict(
             max_prompt_tokens=max_prompt_tokens,
+            max_history_turns=max_history_turns,
             autocast=autocast,
             stop_sequences=stop_sequences,
             generate_kwargs=generate_kwargs,
@@ -596,4 +632,5 @@ __all__ = [
     "markdown_table",
     "plot_results",
     "rollout",
+    "window_history",
 ]
