@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tree_dpo_scienceworld as shared  # noqa: E402
+import tree_dpo_scienceworld as shared  # noqa: E402  (sets the OpenMP wait policy before torch loads)
+import torch  # noqa: E402
 
 
 def main(description: str = __doc__, env: str = "scienceworld"):
@@ -56,7 +57,7 @@ def main(description: str = __doc__, env: str = "scienceworld"):
         max_length=args.max_prompt_tokens + args.max_new_tokens, gradient_checkpointing=False,
         mcts_iterations=args.mcts_iterations, exploration_constant=args.exploration_constant,
     )
-    strong = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft")
+    strong = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft", dtype=torch.float32)
     try:
         trainer = MCTSDistillTrainer(strong, args=config, mcts_results=searches, processing_class=ctx["strong_tok"])
     except ValueError as error:  # every exploration failed: nothing to imitate
@@ -74,7 +75,7 @@ def main(description: str = __doc__, env: str = "scienceworld"):
         if len(mine_pairs(ctx["forest"], continuation=args.pair_continuation, pairing=args.pair_strategy, log=False)):
             # the trainer compares the tokenizers: shared -> TRL's reference path; different ->
             # reference log-probs precomputed in the weak model's own tokenization
-            policy = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft")
+            policy = AutoModelForCausalLM.from_pretrained(args.output_dir / "strong_sft", dtype=torch.float32)
             dpo = TreeDPOTrainer(policy, ref_model=ctx["weak"], args=shared.dpo_config(args.output_dir / "tree_dpo", args),
                                  forest=ctx["forest"], processing_class=ctx["strong_tok"],
                                  ref_processing_class=ctx["weak_tok"])
