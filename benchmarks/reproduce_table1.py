@@ -174,8 +174,11 @@ def main() -> None:
                     print(f"[table1] {env}/{regime}/{method}: {fmt(results[env][regime][method])}")
                 if (cell_dir / "synthetic_trajectories").is_dir():
                     synthetic = cell_dir / "synthetic_trajectories"
-            table = write_table(results, args.envs, args.regimes, out)
-            plot(results, args.envs, args.regimes, out / "table1.png")
+            # every finished cell in the folder, also those of earlier runs with other --regimes / --envs
+            shown_envs = [e for e in ENV_TITLES if e in results]
+            shown_regimes = [r for r in ("low", "high") if any(r in results[e] for e in shown_envs)]
+            table = write_table(results, shown_envs, shown_regimes, out)
+            plot(results, shown_envs, shown_regimes, out / "table1.png")
     print(table)
     print(f"[table1] {out / 'table1.md'}, {out / 'table1.png'}")
 
