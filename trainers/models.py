@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,20 +102,30 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     ``save_pretrained`` accepts the model, and saves model (bf16 safetensors) and tokenizer to
     ``<cache_dir>/smollm2-135m-instruct-bf16``. Later calls return that folder immediately.
     """
+    return str(build_cached_folder(_CONVERTED_NAME, lambda staging: _convert_gguf(smollm2_gguf_file(), staging), cache_dir))
+
+
+def build_cached_folder(name: str, build: Callable[[Path], None], cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache_dir>/<name>``, written once by ``build(staging_folder)`` and reused after.
+
+    ``build`` fills a temporary sibling folder that is renamed into place only when it returns, under
+    a file lock, so concurrent callers convert once and a crash never leaves a half-written folder.
+    The folder counts as complete when it holds ``config.json`` and the conversion marker
+    (:func:`_convert_gguf` writes it).
+    """
     from filelock import FileLock
 
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / _CONVERTED_NAME
+    target = cache / name
     if _is_complete(target):
-        return str(target)
+        return target
     cache.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(cache / f"{_CONVERTED_NAME}.lock")):
+    with FileLock(str(cache / f"{name}.lock")):
         if _is_complete(target):  # another process finished while we waited
-            return str(target)
-        gguf = smollm2_gguf_file()
-        staging = Path(tempfile.mkdtemp(prefix=f".{_CONVERTED_NAME}-", dir=cache))
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache))
         try:
-            _convert_gguf(gguf, staging)
+            build(staging)
             # mkdtemp makes a private folder; the cache is meant to be shared like the HF cache.
             os.chmod(staging, 0o755)
             for file in staging.iterdir():
@@ -125,7 +136,7 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    return str(target)
+    return target
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
