@@ -10,7 +10,7 @@ from test_tree import FakeEmbedder, trajectory
 from trainers.data.tokenization import tokenize_trajectory
 from trainers.tree import NoPreferencePairsError, build_forest, mine_pairs
 from trainers.tree_dpo_config import TreeDPOConfig
-from trainers.tree_dpo_trainer import TreeDPOTrainer, assistant_token_mask
+from trainers.tree_dpo_trainer import TreeDPOTrainer, assistant_token_mask, calibrate_reference_logps
 
 INSTR = "task : heat water"
 
@@ -158,11 +158,16 @@ def _oracle_logp(model, tokenizer, prompt, continuation):
     return sum(logprobs[t - 1, ids[0, t]].item() for t in range(1, ids.shape[1]) if mask[t])
 
 
+def _oracle_count(tokenizer, prompt, continuation):
+    return sum(_oracle_mask(tokenizer, prompt, continuation)[1][1:])
+
+
 def test_reference_with_its_own_tokenizer(tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path):
     assert len(small_tokenizer) != len(tiny_tokenizer)
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
     pairs = _pairs("path")
-    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=_args(tmp_path), train_dataset=pairs, processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    args = _args(tmp_path, foreign_ref_calibration="none")
+    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=args, train_dataset=pairs, processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
     assert trainer.args.precompute_ref_log_probs and trainer.ref_model is None
     oracle_ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
     for row in trainer.train_dataset:
@@ -170,6 +175,40 @@ def test_reference_with_its_own_tokenizer(tmp_path, tiny_tokenizer, tiny_llama, 
         assert math.isclose(row["ref_rejected_logps"], _oracle_logp(oracle_ref, small_tokenizer, row["prompt"], row["rejected"]), rel_tol=1e-4, abs_tol=1e-3)
     # the policy's own tokenization is untouched: its ids decode with the policy tokenizer
     assert tiny_tokenizer.decode(trainer.train_dataset[0]["prompt_ids"]).startswith("<|im_start|>system")
+
+
+def test_calibrate_reference_logps_by_hand():
+    # per-token reference -2 and -4 (mean -10/3); policy mean -12/9 = -4/3: shift +2 per token
+    assert calibrate_reference_logps([-10.0, -40.0], [5, 10], [-6.0, -6.0], [6, 3]) == pytest.approx([0.0, -6.0])
+    # a reference already at the policy's level and token count is unchanged
+    assert calibrate_reference_logps([-3.0, -9.0], [3, 3], [-5.0, -7.0], [3, 3]) == pytest.approx([-3.0, -9.0])
+    with pytest.raises(ValueError, match="at least one scored token"):
+        calibrate_reference_logps([-1.0], [0], [-1.0], [1])
+
+
+def test_foreign_reference_is_calibrated_to_the_policy(tmp_path, tiny_tokenizer, tiny_llama_path, small_tokenizer, foreign_gpt2_path):
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+    ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
+    trainer = TreeDPOTrainer(policy, ref_model=ref, args=_args(tmp_path), train_dataset=_pairs("path"),
+                             processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    assert trainer.args.foreign_ref_calibration == "per_token"
+    oracle_policy = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
+    ref_sums, ref_counts, policy_sums, policy_counts = [], [], [], []
+    for row in trainer.train_dataset:
+        for side in ("chosen", "rejected"):
+            ref_sums.append(_oracle_logp(ref, small_tokenizer, row["prompt"], row[side]))
+            ref_counts.append(_oracle_count(small_tokenizer, row["prompt"], row[side]))
+            policy_sums.append(_oracle_logp(oracle_policy, tiny_tokenizer, row["prompt"], row[side]))
+            policy_counts.append(_oracle_count(tiny_tokenizer, row["prompt"], row[side]))
+    assert ref_counts != policy_counts  # the two tokenizers cut the text differently
+    expected = calibrate_reference_logps(ref_sums, ref_counts, policy_sums, policy_counts)
+    stored = [v for row in trainer.train_dataset for v in (row["ref_chosen_logps"], row["ref_rejected_logps"])]
+    assert stored == pytest.approx(expected, rel=1e-4, abs=1e-3)
+    # the policy's log-probs against calibrated ones: mean gap per policy token is 0 over the dataset,
+    # where the raw reference sat at another level entirely
+    gap = sum(p - r for p, r in zip(policy_sums, stored)) / sum(policy_counts)
+    raw_gap = (sum(policy_sums) - sum(ref_sums)) / sum(policy_counts)
+    assert abs(gap) < 0.25 * abs(raw_gap)
 
 
 @pytest.mark.slow

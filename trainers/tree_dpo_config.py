@@ -30,6 +30,16 @@ class TreeDPOConfig(DPOConfig):
             Token budget of the reference model's own tokenization when it differs from the
             policy's; `None` uses `max_length`. Sequences are cut keeping their start, like the
             policy's.
+        foreign_ref_calibration (`str`, defaults to `"per_token"`):
+            How to use the log-probs of a reference model with another tokenizer. `"per_token"`:
+            each continuation's reference log-prob becomes its per-token average, shifted by the
+            dataset-wide gap between the reference's and the policy's mean per-token log-prob,
+            times the policy's token count (one extra forward pass of the policy over the pairs
+            before training). Without it the two models' different token counts and confidence
+            levels enter the DPO margin in proportion to length, and pairs whose continuations
+            differ in length start saturated (a loss near 0, so no gradient). `"none"`: the raw
+            summed log-probs. Paper: weak and strong models shared a tokenizer, so the question
+            did not arise.
         pair_margin (`float`, defaults to `0.0`):
             When the trainer mines pairs from a forest: a pair needs
             `mean(chosen) - mean(rejected) > pair_margin`. Paper: any difference.
@@ -55,6 +65,10 @@ class TreeDPOConfig(DPOConfig):
         default=None,
         metadata={"help": "Max tokens of the reference's own tokenization when its tokenizer differs; None: max_length."},
     )
+    foreign_ref_calibration: str = field(
+        default="per_token",
+        metadata={"help": "Reference with another tokenizer: 'per_token' calibration or 'none'.", "choices": ["per_token", "none"]},
+    )
     pair_margin: float = field(default=0.0, metadata={"help": "Minimum mean-outcome gap of a mined pair (strict)."})
     pair_continuation: str = field(
         default="path", metadata={"help": "Continuation of mined pairs: 'path' or 'step'.", "choices": ["path", "step"]}
@@ -69,6 +83,8 @@ class TreeDPOConfig(DPOConfig):
             raise ValueError(f"pair_continuation must be 'path' or 'step', got {self.pair_continuation!r}")
         if self.pair_strategy not in ("all", "best_vs_worst"):
             raise ValueError(f"pair_strategy must be 'all' or 'best_vs_worst', got {self.pair_strategy!r}")
+        if self.foreign_ref_calibration not in ("per_token", "none"):
+            raise ValueError(f"foreign_ref_calibration must be 'per_token' or 'none', got {self.foreign_ref_calibration!r}")
         if self.pair_margin < 0:
             raise ValueError(f"pair_margin must be >= 0, got {self.pair_margin}")
         super().__post_init__()

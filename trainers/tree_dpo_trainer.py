@@ -11,7 +11,10 @@ Three things differ from :class:`trl.DPOTrainer`, and nothing else is overridden
    log-probs of each pair are then computed once, before training, from the reference's own
    rendering and tokenization of the same messages (assistant tokens of the continuation only)
    and stored in TRL's ``ref_chosen_logps`` / ``ref_rejected_logps`` columns, which DPO reads
-   with ``precompute_ref_log_probs``. With a shared tokenizer TRL's usual paths are used.
+   with ``precompute_ref_log_probs``. By default they are first calibrated to the policy's token
+   count and per-token level (:func:`calibrate_reference_logps`), so that DPO starts from a
+   margin near zero as it does with its own reference. With a shared tokenizer TRL's usual
+   paths are used.
 3. **Pairs from trees.** ``forest=`` mines the pairs (see :func:`trainers.tree.mine_pairs`);
    zero pairs is a clear :class:`~trainers.tree.NoPreferencePairsError`, not a crash inside DPO.
 """
@@ -33,7 +36,7 @@ from trl.trainer.utils import add_fused_lm_head, pad
 from trainers.tree import NoPreferencePairsError, TrajectoryForest, mine_pairs
 from trainers.tree_dpo_config import TreeDPOConfig
 
-__all__ = ["DataCollatorForTreePreference", "TreeDPOTrainer", "assistant_token_mask", "reference_logps"]
+__all__ = ["DataCollatorForTreePreference", "TreeDPOTrainer", "assistant_token_mask", "calibrate_reference_logps", "reference_logps"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +98,6 @@ def _same_tokenizer(a, b) -> bool:
     return type(a) is type(b) and len(a) == len(b) and a.get_vocab() == b.get_vocab() and getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
 
 
-@torch.no_grad()
 def reference_logps(
     model,
     tokenizer,
@@ -113,6 +115,40 @@ def reference_logps(
     continuation's assistant tokens count (or the whole continuation with ``mask_observations=False``).
     Sequences longer than ``max_length`` keep their start.
     """
+    sums, _ = _continuation_logps(
+        model, tokenizer, pairs, max_length=max_length, batch_size=batch_size, mask_observations=mask_observations, device=device, desc=desc
+    )
+    return sums[0::2], sums[1::2]
+
+
+def calibrate_reference_logps(ref_logps, ref_counts, policy_logps, policy_counts) -> list[float]:
+    """Reference log-probs moved onto the policy's tokens and per-token level (``per_token`` calibration).
+
+    A reference from another model family differs from the policy in two ways that DPO would read
+    as preferences: its tokenizer cuts the same text into another number of tokens, and its
+    average per-token log-prob sits at another level. Both scale with a continuation's length, so
+    a long rejected path against a short chosen one saturates the sigmoid before training starts.
+    Each sequence's reference log-prob becomes ``n * (ref / m - mean_ref + mean_policy)``: its
+    per-token average (over its ``m`` reference tokens), shifted by the gap between the two
+    models' token-weighted means over the dataset, times its ``n`` policy tokens. What stays is
+    how much more or less likely the reference finds this continuation than its average one.
+    """
+    if not (len(ref_logps) == len(ref_counts) == len(policy_logps) == len(policy_counts)):
+        raise ValueError("reference and policy log-probs and token counts must describe the same sequences")
+    if not ref_logps:
+        return []
+    if min(ref_counts) <= 0 or min(policy_counts) <= 0:
+        raise ValueError("every sequence needs at least one scored token to calibrate the reference log-probs")
+    mean_ref = sum(ref_logps) / sum(ref_counts)
+    mean_policy = sum(policy_logps) / sum(policy_counts)
+    return [n * (logp / m - mean_ref + mean_policy) for logp, m, n in zip(ref_logps, ref_counts, policy_counts)]
+
+
+@torch.no_grad()
+def _continuation_logps(
+    model, tokenizer, pairs, *, max_length, batch_size, mask_observations, device, desc
+) -> tuple[list[float], list[int]]:
+    """Summed log-prob and scored-token count of every continuation, ordered chosen_0, rejected_0, chosen_1, ..."""
     if getattr(tokenizer, "pad_token_id", None) is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(model, "_trainers_fused_lm_head", False):
@@ -135,6 +171,7 @@ def reference_logps(
                 ids, mask = ids[:max_length], mask[:max_length]
             sequences.append((ids, mask))
     logps: list[float] = []
+    counts = [sum(mask[1:]) for _, mask in sequences]  # the first token has no prediction to score
     for start in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=len(sequences) <= batch_size):
         chunk = sequences[start : start + batch_size]
         input_ids = pad([torch.tensor(ids) for ids, _ in chunk], padding_value=tokenizer.pad_token_id, padding_side="right").to(device)
@@ -144,7 +181,7 @@ def reference_logps(
         out = model(input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True, use_cache=False)
         logps.extend(out.log_probs.float().sum(dim=1).tolist())
     model.train(was_training)
-    return logps[0::2], logps[1::2]
+    return logps, counts
 
 
 class TreeDPOTrainer(DPOTrainer):
@@ -277,7 +314,9 @@ class TreeDPOTrainer(DPOTrainer):
         if self._foreign_ref is None:
             return super()._precompute_ref_logps(dataset, name, batch_size)
         ref_model, ref_tokenizer = self._foreign_ref
-        chosen, rejected = reference_logps(
+        ref_columns = ("ref_chosen_logps", "ref_rejected_logps")
+        dataset = dataset.remove_columns([c for c in ref_columns if c in dataset.column_names])
+        logps, counts = _continuation_logps(
             ref_model,
             ref_tokenizer,
             dataset,
@@ -287,5 +326,26 @@ class TreeDPOTrainer(DPOTrainer):
             device=self.accelerator.device,
             desc=f"Reference log-probs for {name} dataset (reference tokenizer)",
         )
-        dataset = dataset.remove_columns([c for c in ("ref_chosen_logps", "ref_rejected_logps") if c in dataset.column_names])
-        return dataset.add_column("ref_chosen_logps", chosen).add_column("ref_rejected_logps", rejected)
+        if self.args.foreign_ref_calibration == "per_token":
+            # TRL's own precompute with no reference model scores the policy itself (through
+            # DeepSpeed's engine or PEFT as needed): its starting point, in its own tokens
+            scored = super()._precompute_ref_logps(dataset, f"{name} (policy, to calibrate the reference)", batch_size)
+            policy_logps = [v for pair in zip(scored["ref_chosen_logps"], scored["ref_rejected_logps"]) for v in pair]
+            policy_counts = self._scored_token_counts(dataset)
+            calibrated = calibrate_reference_logps(logps, counts, policy_logps, policy_counts)
+            logger.info(
+                "Calibrated the reference log-probs of %s: per-token mean %.3f (reference) -> %.3f (policy)",
+                name, sum(logps) / sum(counts), sum(policy_logps) / sum(policy_counts),
+            )
+            logps = calibrated
+        return dataset.add_column(ref_columns[0], logps[0::2]).add_column(ref_columns[1], logps[1::2])
+
+    def _scored_token_counts(self, dataset) -> list[int]:
+        """Tokens DPO scores per continuation (chosen_0, rejected_0, ...), after ``max_length`` keeps the start."""
+        counts = []
+        for row in dataset:
+            room = None if self.args.max_length is None else max(0, self.args.max_length - len(row["prompt_ids"]))
+            for side in ("chosen", "rejected"):
+                mask = row.get(f"{side}_loss_mask") or [1] * len(row[f"{side}_ids"])
+                counts.append(sum(mask[:room]))
+        return counts
