@@ -265,7 +265,8 @@ def load_strong(spec: str, weak_name: str):
     if spec == "gemma3-270m":
         folder = str(gemma_checkpoint())
         tokenizer = load_tokenizer(folder)
-        return (load_causal_lm(folder, dtype=torch.float32), prepare_tokenizer(tokenizer, tokenizer.chat_template or GEMMA_CHAT_TEMPLATE)), "gemma-3-270m"
+        # this file's template wins over the one saved in the cache, which an older version may have written
+        return (load_causal_lm(folder, dtype=torch.float32), prepare_tokenizer(tokenizer, GEMMA_CHAT_TEMPLATE)), "gemma-3-270m"
     return (load_causal_lm(spec, dtype=torch.float32), prepare_tokenizer(load_tokenizer(spec))), Path(spec).name
 
 

@@ -100,15 +100,23 @@ def test_plain_template_for_base_tokenizer(plain_tokenizer):
     assert text.startswith("Guess the object.\n\nEnvironment: Questions:\nAgent: Is it an animal?")
     eos = tokenizer.eos_token
     assert _decode_actions(tokenizer, encoded) == {
-        0: f"Is it an animal?{eos}",
-        1: f"Is it a vehicle?{eos}",
-        2: f"Is it a car?{eos}",
+        # the space after "Agent:" belongs to the action, as the model generates it after the prompt
+        0: f" Is it an animal?{eos}",
+        1: f" Is it a vehicle?{eos}",
+        2: f" Is it a car?{eos}",
     }
     last = max(i for i, t in enumerate(encoded["turn_ids"]) if t == 2)
     assert encoded["input_ids"][last] == tokenizer.eos_token_id and encoded["token_rewards"][last] == 17.0
-    # context tokens include the "Agent: " header, which is not an action
+    # context tokens include the "Agent:" header, which is not an action
     context = tokenizer.decode([t for t, m in zip(encoded["input_ids"], encoded["action_mask"]) if not m])
-    assert "Agent: " in context and "Environment: Yes." in context
+    assert "Agent:" in context and "Environment: Yes." in context
+    # what the model sees at inference (the generation prompt) is a token prefix of what it trains on
+    for turn, message in enumerate(MESSAGES):
+        if message["role"] == "assistant":
+            prompt = tokenizer.apply_chat_template(MESSAGES[:turn], add_generation_prompt=True, tokenize=False)
+            full = tokenizer.apply_chat_template(MESSAGES[: turn + 1], tokenize=False)
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            assert tokenizer(full, add_special_tokens=False)["input_ids"][: len(prompt_ids)] == prompt_ids
 
 
 def test_tokenizer_without_pad_or_eos_is_a_clear_error(plain_tokenizer):

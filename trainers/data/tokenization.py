@@ -50,7 +50,7 @@ PLAIN_CHAT_TEMPLATE = (
     "{% elif message['role'] == 'user' %}Environment: {{ message['content'] }}\n"
     "{% else %}Agent: {{ message['content'] }}{{ eos_token }}\n{% endif %}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}Agent: {% endif %}"
+    "{% if add_generation_prompt %}Agent:{% endif %}"
 )
 
 TOKENIZED_COLUMNS = ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")
