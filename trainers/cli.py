@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .allocator import keep_freed_memory
+
 __all__ = ["COMMANDS", "RunArguments", "TrainerUnavailableError", "build_parser", "main", "parse_command", "run"]
 
 
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    keep_freed_memory()  # before any model loads: steps ran ~1.5x faster (benchmarks/cpu_allocator.py)
     try:
         run(command, rest)
     except TrainerUnavailableError as error:
