@@ -260,3 +260,17 @@ def test_zero_pairs_is_a_clear_error(tmp_path, tiny_tokenizer, tiny_llama):
     empty = _pairs("step").select([])
     with pytest.raises(NoPreferencePairsError, match="empty"):
         TreeDPOTrainer(tiny_llama, args=_args(tmp_path), train_dataset=empty, processing_class=tiny_tokenizer)
+
+
+def test_pairs_whose_prompt_fills_max_length_are_reported(tmp_path, tiny_tokenizer, tiny_llama, caplog):
+    pairs = _pairs("step")
+    full = TreeDPOTrainer(tiny_llama, args=_args(tmp_path), train_dataset=pairs, processing_class=tiny_tokenizer)
+    lengths = sorted(len(row["prompt_ids"]) for row in full.train_dataset)
+    assert len(lengths) == len(pairs) and lengths[0] < lengths[-1]
+    with caplog.at_level("WARNING", logger="trainers.tree_dpo_trainer"):
+        cut = TreeDPOTrainer(tiny_llama, args=_args(tmp_path, max_length=lengths[-1]), train_dataset=pairs, processing_class=tiny_tokenizer)
+    dropped = sum(n >= lengths[-1] for n in lengths)
+    assert len(cut.train_dataset) == len(pairs) - dropped
+    assert f"{dropped} of {len(pairs)} train pairs dropped" in caplog.text
+    with pytest.raises(NoPreferencePairsError, match=f"{len(pairs)} of {len(pairs)} train pairs dropped"):
+        TreeDPOTrainer(tiny_llama, args=_args(tmp_path, max_length=lengths[0]), train_dataset=pairs, processing_class=tiny_tokenizer)

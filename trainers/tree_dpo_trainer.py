@@ -279,7 +279,18 @@ class TreeDPOTrainer(DPOTrainer):
 
     # ------------------------------------------------------------------------------ data
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        given = len(dataset) if isinstance(dataset, datasets.Dataset) else None
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        if given is not None and len(dataset) < given:
+            # TRL drops pairs whose prompt alone fills max_length: deep divergence points of long
+            # episodes (a WebShop page is ~1,000 tokens) lose their pairs without a word otherwise
+            message = (
+                f"{given - len(dataset)} of {given} {dataset_name} pairs dropped: their prompt (the shared prefix up to "
+                f"the divergence point) has at least max_length={args.max_length} tokens"
+            )
+            if len(dataset) == 0:
+                raise NoPreferencePairsError(message + "; raise max_length")
+            logger.warning(message)
         if not args.mask_continuation_observations or not isinstance(dataset, datasets.Dataset):
             return dataset
         first = dataset[0] if len(dataset) else None
