@@ -14,7 +14,7 @@ every tree whose value is above 0. Measured with the defaults: 7.4 min on a 2-co
 two other training jobs (6 best paths from 8 trees).
 
     .venv/bin/python examples/mcts_distill_scienceworld.py
-    .venv/bin/python examples/mcts_distill_scienceworld.py --strong gemma3-270m --baselines all
+    .venv/bin/python examples/mcts_distill_scienceworld.py --baselines all
     .venv/bin/python examples/mcts_distill_scienceworld.py --smoke
 """
 

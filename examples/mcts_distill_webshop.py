@@ -7,7 +7,7 @@ the first ``--train-tasks`` train goals as expert data, greedy live rollouts on 
 ``--test-tasks`` test goals. Prints average reward and success rate (x100).
 
     .venv/bin/python examples/mcts_distill_webshop.py
-    .venv/bin/python examples/mcts_distill_webshop.py --strong gemma3-270m --baselines all --tree-dpo
+    .venv/bin/python examples/mcts_distill_webshop.py --baselines all --tree-dpo
     .venv/bin/python examples/mcts_distill_webshop.py --smoke
 """
 

@@ -6,8 +6,8 @@ built-in WebShop instead, see ``tree_dpo_webshop.py``):
 1. expert SFT data: ScienceWorld's gold action sequences replayed on the train variations
    (WebShop: the scripted oracle shopper's purchases on the train goals);
 2. SFT of the weak model (default: the embedded SmolLM2-135M-Instruct) and of the strong model
-   (default ``--strong smollm2``: SmolLM2-135M again; ``--strong gemma3-270m``: the embedded
-   Gemma-3-270M, twice the parameters and another tokenizer, from the ``models`` extra);
+   (default ``--strong auto``: the embedded Gemma-3-270M from the ``models`` extra, twice the
+   parameters and another tokenizer; SmolLM2-135M again when that extra is not installed);
 3. the weak SFT model explores every train task ``--explore-samples`` times (M; paper: 6 best)
    with varied temperature / top-p;
 4. one trajectory tree per task (all-MiniLM-L6-v2, cosine >= 0.9), saved as a node table and as PNGs;
@@ -30,15 +30,13 @@ instead of actions), Tree-DPO on one best-vs-worst pair per divergence point, 1 
 beta 0.1. The paper (7B/13B models, LoRA r=64) used SFT at 1e-5 and DPO at 2e-5 with batch 32.
 The paper-scale run is ``--task-names all --train-variations 0 --test-variations 0`` on a GPU.
 
-Measured with the defaults on a 2-core CPU shared with two other training jobs: 9.1 min for
-this file (weak SFT 1.8 min, 48 explorations 3 min, 11 pairs, Tree-DPO 2.6 min), 7.4 min for
-``mcts_distill_scienceworld.py``. ``--strong gemma3-270m`` trains Gemma-3-270M (262k-token
-vocabulary) ~2.2x slower per token than SmolLM2: its SFT took 5.7 min and Tree-DPO ~40 s per
-pair on the same machine (that run was stopped during Tree-DPO, on course for ~30 min in all),
-which is why SmolLM2 is the default strong model.
+Measured with the defaults on a quiet 2-core CPU (weak SmolLM2-135M, strong Gemma-3-270M):
+15.4 min in all (weak SFT 1.6 min, strong SFT 3.1 min, 48 explorations, 11 pairs, Tree-DPO
+2.7 min, three evaluations of 8 episodes). ``--strong smollm2`` (the weak model's checkpoint
+again) is the quickest check of the pipeline.
 
     .venv/bin/python examples/tree_dpo_scienceworld.py
-    .venv/bin/python examples/tree_dpo_scienceworld.py --strong gemma3-270m --baselines all
+    .venv/bin/python examples/tree_dpo_scienceworld.py --baselines all
     .venv/bin/python examples/tree_dpo_scienceworld.py --smoke      # minutes: checks every stage
 """
 
@@ -99,7 +97,7 @@ def common_parser(description: str, env: str = "scienceworld") -> argparse.Argum
     parser.add_argument("--task-names", default=",".join(QUICK_TASKS), help="ScienceWorld: comma-separated task names, or 'all'")
     parser.add_argument("--train-variations", type=int, default=4, help="ScienceWorld: train variations per task name (default 4; 0: all)")
     parser.add_argument("--test-variations", type=int, default=4, help="ScienceWorld: test variations per task name (default 4; 0: all)")
-    parser.add_argument("--train-tasks", type=int, default=8, help="WebShop: first N goals of the train split (0: all)")
+    parser.add_argument("--train-tasks", type=int, default=6, help="WebShop: first N goals of the train split (default 6; 0: all)")
     parser.add_argument("--test-tasks", type=int, default=8, help="WebShop: first N goals of the test split (0: all)")
     parser.add_argument("--max-steps", type=int, default=8,
                         help="agent steps per episode (default 8; the quick tasks' gold paths take 1-7)")
@@ -112,12 +110,13 @@ def common_parser(description: str, env: str = "scienceworld") -> argparse.Argum
                         help="ScienceWorld: 'short' (default) = a one-line action format, 'env' = the env's full "
                              "action list; WebShop always uses its env's prompt")
     parser.add_argument("--weak", default="smollm2-135m-embedded", help="weak model (load_causal_lm name or folder)")
-    parser.add_argument("--strong", default="smollm2",
-                        help="'smollm2' (default: SmolLM2-135M again, which fits the ~20-minute CPU budget), "
-                             "'gemma3-270m' (the embedded Gemma-3-270M GGUF from the 'models' extra; ~2.2x slower to "
-                             "train, see the module docstring), 'auto' (Gemma-3-270M when installed, else SmolLM2) "
-                             "or a model folder")
-    parser.add_argument("--explore-samples", type=int, default=6, help="M, explorations per train task (paper: 6 best)")
+    parser.add_argument("--strong", default="auto",
+                        help="'auto' (default: the embedded Gemma-3-270M when the 'models' extra is installed, else "
+                             "SmolLM2-135M again), 'gemma3-270m', 'smollm2' (the weak model's own checkpoint: the "
+                             "fastest run, but not weak-to-strong) or a model folder")
+    parser.add_argument("--explore-samples", type=int, default=None,
+                        help="M, explorations per train task (default 6 on ScienceWorld, 4 on WebShop, whose ~1,000-token "
+                             "pages make every episode ~3x dearer; paper: 6 best)")
     parser.add_argument("--similarity-threshold", type=float, default=0.9)
     parser.add_argument("--sft-epochs", type=float, default=4.0, help="SFT epochs over the expert trajectories (default 4)")
     parser.add_argument("--sft-lr", type=float, default=2e-4,
@@ -153,6 +152,8 @@ def finish_args(args):
     keep_freed_memory()  # before any model loads: steps ran ~1.5x faster (benchmarks/cpu_allocator.py)
     if args.max_new_tokens is None:
         args.max_new_tokens = 64 if args.env == "webshop" else 32
+    if args.explore_samples is None:
+        args.explore_samples = 4 if args.env == "webshop" else 6
     if args.smoke:
         if args.env == "webshop":
             args.train_tasks, args.test_tasks = 2, 2

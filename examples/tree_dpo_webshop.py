@@ -9,14 +9,15 @@ G(e) is WebShop's attribute-match score in [0, 1] (the env's default reward); su
 of 1. Prints average reward and success rate (x100) per method and writes ``results.md``,
 ``results.json`` and ``results.png`` under ``--output-dir`` (default ``runs/w2sg-webshop``).
 
-Measured with the defaults on a 2-core CPU shared with two other training jobs: 25.7 min, over
-the ~20 minutes the ScienceWorld defaults keep to (WebShop pages make ~1,000-token prompts: SFT
-4 min, 48 explorations ~10 min, Tree-DPO on 11 pairs 7 min). The weak SFT model buys the right
-product on many *train* goals (explorations score 0 to 1) but only 8.3 avg reward on the 8 test
-goals: 8 demonstrations are too few to generalise; ``--train-tasks 32`` costs ~4x the SFT time.
+Defaults differ from ScienceWorld's where WebShop's ~1,000-token pages make every step dearer:
+6 train goals (``--train-tasks``) and M=4 explorations per goal (``--explore-samples``). With 8
+train goals and M=6 the run took ~28 minutes on a quiet 2-core CPU (weak SFT 2.4 min, Gemma SFT
+4.5 min, 48 explorations 6.5 min), over the ~20 minutes the examples keep to. DPO drops pairs
+whose shared prefix alone fills ``--max-prompt-tokens`` + ``--max-new-tokens`` tokens and says
+how many.
 
     .venv/bin/python examples/tree_dpo_webshop.py
-    .venv/bin/python examples/tree_dpo_webshop.py --strong gemma3-270m --train-tasks 32 --test-tasks 32
+    .venv/bin/python examples/tree_dpo_webshop.py --train-tasks 32 --test-tasks 32 --explore-samples 6
     .venv/bin/python examples/tree_dpo_webshop.py --smoke      # checks every stage: 2 train / 2 test goals
 """
 

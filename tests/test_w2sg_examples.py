@@ -126,6 +126,11 @@ def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path, monkeyp
     monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--output-dir", str(tmp_path / "ws")])
     webshop = shared.finish_args(shared.common_parser("test").parse_args())
     assert shared.system_prompt(webshop) is None  # WebShop keeps its env's prompt
+    # WebShop pages cost ~3x a ScienceWorld observation: fewer explorations by default, any on request
+    assert (args.explore_samples, webshop.explore_samples) == (6, 4)
+    assert (args.strong, webshop.strong) == ("auto", "auto")
+    monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--explore-samples", "6", "--output-dir", str(tmp_path / "ws")])
+    assert shared.finish_args(shared.common_parser("test").parse_args()).explore_samples == 6
 
 
 def test_with_system_prompt_replaces_or_inserts(shared):
