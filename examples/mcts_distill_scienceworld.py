@@ -10,8 +10,8 @@ evaluate Tree-DPO in the same run). Prints average reward and success rate (x100
 
 The data, model and SFT defaults are those of ``tree_dpo_scienceworld.py``; the distillation is
 ``--distill-epochs`` 2 at ``--sft-lr`` 2e-4, one path per optimizer step, on the best path of
-every tree whose value is above 0. Measured with the defaults: 7.4 min on a 2-core CPU shared with
-two other training jobs (6 best paths from 8 trees).
+every tree whose value is above 0. Measured with the defaults on a quiet 2-core CPU (weak
+SmolLM2-135M, strong Gemma-3-270M): 8.8 min in all, 6 best paths from 8 trees.
 
     .venv/bin/python examples/mcts_distill_scienceworld.py
     .venv/bin/python examples/mcts_distill_scienceworld.py --baselines all
