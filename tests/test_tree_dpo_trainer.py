@@ -182,8 +182,10 @@ def test_calibrate_reference_logps_by_hand():
     assert calibrate_reference_logps([-10.0, -40.0], [5, 10], [-6.0, -6.0], [6, 3]) == pytest.approx([0.0, -6.0])
     # a reference already at the policy's level and token count is unchanged
     assert calibrate_reference_logps([-3.0, -9.0], [3, 3], [-5.0, -7.0], [3, 3]) == pytest.approx([-3.0, -9.0])
-    with pytest.raises(ValueError, match="at least one scored token"):
-        calibrate_reference_logps([-1.0], [0], [-1.0], [1])
+    # truncation left the first continuation no reference token: the reference's average (-2) stands in
+    assert calibrate_reference_logps([0.0, -4.0], [0, 2], [-3.0, -3.0], [1, 3]) == pytest.approx([-1.5, -4.5])
+    with pytest.raises(ValueError, match="no scored tokens"):
+        calibrate_reference_logps([0.0], [0], [-1.0], [1])
 
 
 def test_foreign_reference_is_calibrated_to_the_policy(tmp_path, tiny_tokenizer, tiny_llama_path, small_tokenizer, foreign_gpt2_path):
@@ -274,3 +276,16 @@ def test_pairs_whose_prompt_fills_max_length_are_reported(tmp_path, tiny_tokeniz
     assert f"{dropped} of {len(pairs)} train pairs dropped" in caplog.text
     with pytest.raises(NoPreferencePairsError, match=f"{len(pairs)} of {len(pairs)} train pairs dropped"):
         TreeDPOTrainer(tiny_llama, args=_args(tmp_path, max_length=lengths[0]), train_dataset=pairs, processing_class=tiny_tokenizer)
+
+
+def test_calibration_survives_a_reference_truncated_to_no_tokens(tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path):
+    # another tokenizer can need more tokens for the same prefix: cut the reference's sequences at the
+    # start of the latest continuation, so that one has nothing left to score (the WebShop case)
+    pairs = _pairs("path")
+    starts = [assistant_token_mask(small_tokenizer, row["prompt"], row[side])[1].index(1) for row in pairs for side in ("chosen", "rejected")]
+    assert min(starts) < max(starts)
+    ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
+    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=_args(tmp_path, ref_max_length=max(starts)), train_dataset=pairs,
+                             processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    values = [v for row in trainer.train_dataset for v in (row["ref_chosen_logps"], row["ref_rejected_logps"])]
+    assert len(values) == 2 * len(pairs) and all(math.isfinite(v) and v < 0 for v in values)

@@ -132,16 +132,19 @@ def calibrate_reference_logps(ref_logps, ref_counts, policy_logps, policy_counts
     per-token average (over its ``m`` reference tokens), shifted by the gap between the two
     models' token-weighted means over the dataset, times its ``n`` policy tokens. What stays is
     how much more or less likely the reference finds this continuation than its average one.
+    Where ``max_length`` cut a continuation down to no reference tokens (another tokenizer can
+    need more tokens for the same prefix), the reference's average per-token log-prob stands in.
     """
     if not (len(ref_logps) == len(ref_counts) == len(policy_logps) == len(policy_counts)):
         raise ValueError("reference and policy log-probs and token counts must describe the same sequences")
     if not ref_logps:
         return []
-    if min(ref_counts) <= 0 or min(policy_counts) <= 0:
-        raise ValueError("every sequence needs at least one scored token to calibrate the reference log-probs")
+    if sum(ref_counts) <= 0 or sum(policy_counts) <= 0:
+        raise ValueError("no scored tokens: every continuation was cut by max_length, nothing to calibrate with")
     mean_ref = sum(ref_logps) / sum(ref_counts)
     mean_policy = sum(policy_logps) / sum(policy_counts)
-    return [n * (logp / m - mean_ref + mean_policy) for logp, m, n in zip(ref_logps, ref_counts, policy_counts)]
+    # a continuation that truncation left without reference tokens gets the reference's average
+    return [n * ((logp / m if m > 0 else mean_ref) - mean_ref + mean_policy) for logp, m, n in zip(ref_logps, ref_counts, policy_counts)]
 
 
 @torch.no_grad()
