@@ -12,7 +12,7 @@ of 1. Prints average reward and success rate (x100) per method and writes ``resu
 Defaults differ from ScienceWorld's where WebShop's ~1,000-token pages make every step dearer:
 6 train goals (``--train-tasks``) and M=4 explorations per goal (``--explore-samples``). With 8
 train goals and M=6 the run took ~28 minutes on a quiet 2-core CPU (weak SFT 2.4 min, Gemma SFT
-4.5 min, 48 explorations 6.5 min), over the ~20 minutes the examples keep to. DPO drops pairs
+4.5 min, 48 explorations 6.5 min), far over the ~20 minutes the ScienceWorld examples keep to. DPO drops pairs
 whose shared prefix alone fills ``--max-prompt-tokens`` + ``--max-new-tokens`` tokens and says
 how many. Measured with these defaults on a quiet machine: 21.4 min (weak SFT 1.8 min, Gemma SFT
 3.3 min, Tree-DPO on 6 of 7 pairs 3.8 min); every method scored 0 on the 8 test goals, since 6

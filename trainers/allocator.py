@@ -3,9 +3,9 @@
 glibc returns every large freed block (activations, gradients, logits: anything above its
 mmap threshold, 128 KiB to 32 MiB) to the kernel at once, and the next step faults the same pages
 back in, zero-filled. On this project's CPU machines (small VMs) those page faults cost more than
-the arithmetic: a SmolLM2-135M training step on 512 tokens measured 3.2 s with glibc's defaults
-and 1.7 s after :func:`keep_freed_memory` (``benchmarks/cpu_allocator.py`` measures it side by
-side), with the kernel busy 50-80% of the time before.
+the arithmetic: a SmolLM2-135M training step on 512 tokens took 3.37 s with glibc's defaults
+and 2.25 s after :func:`keep_freed_memory` (``benchmarks/cpu_allocator.py``, side by side in
+fresh processes), with the kernel busy 50-80% of the time before.
 
 The cost is resident memory: the process keeps its peak heap instead of shrinking after it.
 Training processes reach that peak every step anyway.
