@@ -1,5 +1,5 @@
 """trainers.hub: templates, cards that parse back, atomic saves, pushes that keep local work, and
-round trips through a local Hub endpoint (olah for reads, trainers.testing_hub for writes)."""
+round trips through a local Hub endpoint (olah for reads, trainers.testing.hub for writes)."""
 
 import json
 import os
@@ -234,7 +234,7 @@ def test_save_policy_writes_adapter_and_card(tmp_path, tiny_llama, tiny_tokenize
 # ------------------------------------------------------------------------- local Hub round trips
 @pytest.fixture(scope="module")
 def local_hub(tmp_path_factory):
-    from trainers.testing_hub import LocalHub
+    from trainers.testing.hub import LocalHub
 
     with LocalHub(tmp_path_factory.mktemp("local-hub")) as running:
         yield running

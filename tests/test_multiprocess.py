@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.testing_hub import free_port
+from trainers.testing.hub import free_port
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.slow]
 

@@ -322,7 +322,7 @@ def test_push_and_load_from_a_hub_repo_id(tmp_path, tiny_llama_path, tiny_tokeni
     from peft import LoraConfig
 
     from trainers.hub import push_folder
-    from trainers.testing_hub import LocalHub
+    from trainers.testing.hub import LocalHub
 
     args = _args(tmp_path, loss_type="mc", max_steps=1, beta=2.0, learning_rate=5e-3)
     trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(4), processing_class=tiny_tokenizer,

@@ -29,6 +29,7 @@ def test_wheel_ships_every_card_template(wheel):
     assert templates, "hub_cards/ holds no templates"
     for name in templates:
         assert f"trainers/hub_cards/{name}" in names
+    assert "trainers/py.typed" in names  # type checkers only read inline types of packages that declare them
 
 
 @pytest.mark.slow

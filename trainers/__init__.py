@@ -9,9 +9,26 @@ dependencies (ScienceWorld, sentence-transformers, DeepSpeed) are only needed wh
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
+    from trainers.bilevel_config import BilevelReweightConfig
+    from trainers.bilevel_trainer import BilevelReweightTrainer
+    from trainers.data.hub_io import load_trajectories, push_trajectories
+    from trainers.envs import make_env
+    from trainers.mcts_distill_config import MCTSDistillConfig
+    from trainers.mcts_distill_trainer import MCTSDistillTrainer
+    from trainers.modeling.guidance import ValueGuidedLogitsProcessor, load_value_guided_policy
+    from trainers.modeling.reweighting_head import ReweightingHead
+    from trainers.modeling.value_heads import ValueHeads
+    from trainers.models import load_causal_lm
+    from trainers.offline_rl_config import OfflineRLConfig
+    from trainers.offline_rl_trainer import OfflineRLTrainer
+    from trainers.tree.tree import TrajectoryForest, TrajectoryTree, build_forest
+    from trainers.tree_dpo_config import TreeDPOConfig
+    from trainers.tree_dpo_trainer import TreeDPOTrainer
 
 _EXPORTS = {
     "OfflineRLConfig": "trainers.offline_rl_config",

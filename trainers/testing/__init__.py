@@ -1,4 +1,7 @@
-"""Offline fixtures: tiny causal LMs and a locally trained tokenizer, loaded the real way.
+"""Test support, never imported by ``import trainers``: tiny causal LMs and a locally trained tokenizer.
+
+``trainers.testing.hub`` (a local Hub endpoint, FastAPI + ``olah``) is a separate module whose
+dependencies come with the ``dev`` extra; this module needs only the runtime dependencies.
 
 Everything here is deterministic and needs no network: the tokenizer is a byte-level BPE trained
 with ``tokenizers`` on a small built-in corpus, wrapped as ``PreTrainedTokenizerFast`` with a

@@ -479,7 +479,7 @@ class LocalHub:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m trainers.testing_hub ROOT``: run a local hub in the foreground until Ctrl-C."""
+    """``python -m trainers.testing.hub ROOT``: run a local hub in the foreground until Ctrl-C."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
