@@ -56,3 +56,49 @@ def test_import_trainers_loads_no_test_support():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+# ------------------------------------------------------------------ one load_trajectories, one converter
+DATA = Path(__file__).parent / "data"
+
+
+def _schema_rows():
+    from trainers.data import make_trajectory, to_dataset
+
+    return to_dataset(
+        [
+            make_trajectory(
+                [{"role": "user", "content": f"page {i}"}, {"role": "assistant", "content": f"click[{i}]"}],
+                [float(i)],
+                id=f"t{i}",
+                category="mugs",
+            )
+            for i in range(3)
+        ]
+    )
+
+
+def test_data_load_trajectories_is_the_package_loader(tmp_path, recwarn):
+    import trainers.data
+
+    path = tmp_path / "rows.jsonl"
+    _schema_rows().to_json(path)
+    from_package = trainers.load_trajectories(path, split="train")
+    from_data = trainers.data.load_trajectories(path, split="train")
+    assert from_data.to_list() == from_package.to_list()
+    assert list(from_data["id"]) == ["t0", "t1", "t2"]
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
+@pytest.mark.parametrize("call", ["positional", "keyword"])
+def test_data_load_trajectories_with_a_format_is_deprecated_and_still_converts(call):
+    import trainers.data
+
+    expected = trainers.data.convert_trajectories(DATA / "eto_webshop_sft.json", "eto")
+    with pytest.warns(FutureWarning, match=r"convert_trajectories\(path, 'eto'\)"):
+        if call == "positional":
+            old = trainers.data.load_trajectories(DATA / "eto_webshop_sft.json", "eto")
+        else:
+            old = trainers.data.load_trajectories(DATA / "eto_webshop_sft.json", format="eto")
+    assert len(expected) > 0
+    assert old.to_list() == expected.to_list()
