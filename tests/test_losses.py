@@ -10,6 +10,8 @@ from trainers.losses import (
     build_transitions,
     chunked_linear_cross_entropy,
     expectile_loss,
+    ilql_loss_terms,
+    mc_loss_terms,
     naive_linear_cross_entropy,
     normalized_weights,
     per_trajectory_losses,
@@ -250,3 +252,55 @@ def test_bad_batches_name_the_problem():
     missing = {k: v for k, v in _batch().items() if k != "turn_ids"}
     with pytest.raises(KeyError, match="turn_ids"):
         per_trajectory_losses(_hidden(), heads, missing, OfflineRLLossConfig(bc_weight=0))
+
+
+def test_mc_loss_terms_are_the_per_token_squared_errors():
+    batch, hidden, heads = _batch(), _hidden(), _heads("mc")
+    config = OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0.0, bc_weight=0.0)
+    per_token, _ = mc_loss_terms(hidden, heads, build_transitions(batch, 0.9), config)
+    q = heads.q_heads[0].projection
+    cases = [(0, 2, 2, 2.8), (0, 3, 3, 2.8), (0, 6, 4, 2.0), (1, 1, 3, 0.5), (1, 2, 2, 0.5)]
+    expected = [(_q(q, hidden[row, t - 1], a) - g) ** 2 for row, t, a, g in cases]
+    assert torch.allclose(per_token, torch.tensor(expected), atol=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["mc", "ilql"])
+def test_per_trajectory_losses_average_the_named_loss_terms_per_trajectory(loss_type):
+    batch, hidden, heads = _batch(), _hidden(), _heads(loss_type)
+    lm_head = torch.nn.Linear(D, V)
+    config = OfflineRLLossConfig(loss_type=loss_type, gamma=0.9, cql_weight=0.4, bc_weight=0.6, cql_chunk_size=2)
+    losses, metrics = per_trajectory_losses(hidden, heads, batch, config, lm_head=lm_head)
+    tr = build_transitions(batch, config.gamma)
+    terms = {"mc": mc_loss_terms, "ilql": ilql_loss_terms}[loss_type]
+    per_token, term_metrics = terms(hidden, heads, tr, config, lm_head=lm_head)
+    assert per_token.shape == (5,)
+    expected = torch.stack([per_token[:3].mean(), per_token[3:].mean()])  # rows 0 and 1 own 3 and 2 tokens
+    assert torch.allclose(losses, expected, atol=1e-6)
+    assert set(term_metrics) | {"action_tokens"} == set(metrics)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("loss_type", "sarsa", r"loss_type must be one of 'mc', 'ilql', got 'sarsa'"),
+        ("cql_implementation", "fast", r"cql_implementation must be one of 'chunked', 'naive'"),
+        ("gamma", 1.5, r"gamma must be in \[0, 1\], got 1.5"),
+        ("gamma", float("nan"), r"gamma must be a finite number, got nan"),
+        ("tau", 1.0, r"tau must be in \(0, 1\), got 1.0"),
+        ("tau", 0.0, r"tau must be in \(0, 1\)"),
+        ("cql_weight", float("nan"), r"cql_weight must be a finite number, got nan"),
+        ("cql_weight", float("inf"), r"cql_weight must be a finite number, got inf"),
+        ("bc_weight", -0.1, r"bc_weight must be >= 0, got -0.1"),
+        ("cql_chunk_size", 0, r"cql_chunk_size must be >= 1, got 0"),
+        ("gamma", "0.9", r"gamma must be a number in \[0, 1\], got '0.9'"),
+    ],
+)
+def test_loss_config_rejects_values_outside_their_range_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=r"OfflineRLLossConfig: " + message):
+        OfflineRLLossConfig(**{field: value})
+
+
+def test_loss_config_accepts_the_edges_of_closed_ranges():
+    config = OfflineRLLossConfig(gamma=1.0, cql_weight=0.0, bc_weight=0.0, cql_chunk_size=1)
+    assert (config.gamma, config.cql_chunk_size) == (1.0, 1)
+    assert OfflineRLLossConfig(gamma=0.0).gamma == 0.0

@@ -22,9 +22,9 @@ The MDP (batch keys of :class:`trainers.data.tokenization.TrajectoryCollator`)
 
 Losses per action token (then averaged over each trajectory's action tokens)
 ------------------------------------------------------------------------------
-MC:   ``(Q(s,a) - G)^2 + cql_weight * CE(Q(s,.), a) + bc_weight * CE(LM(s,.), a)``
+MC (:func:`mc_loss_terms`):     ``(Q(s,a) - G)^2 + cql_weight * CE(Q(s,.), a) + bc_weight * CE(LM(s,.), a)``
 
-ILQL: ``sum_i (Q_i(s,a) - y)^2`` with ``y = r + gamma_t * V(s').detach() * (1 - done)``,
+ILQL (:func:`ilql_loss_terms`): ``sum_i (Q_i(s,a) - y)^2`` with ``y = r + gamma_t * V(s').detach() * (1 - done)``,
 ``+ L_tau(min_i targetQ_i(s,a) - V(s))`` (expectile: ``|tau - 1[u < 0]| * u^2``),
 ``+ cql_weight * sum_i CE(Q_i(s,.), a) + bc_weight * CE(LM(s,.), a)``.
 
@@ -32,38 +32,52 @@ ILQL: ``sum_i (Q_i(s,a) - y)^2`` with ``y = r + gamma_t * V(s').detach() * (1 - 
 ``cql_chunk_size`` rows of ``|V|`` logits, forward and backward); Bellman terms gather the Q
 head's weight row of the taken token instead of computing logits.
 
-The reduction is per trajectory: :func:`per_trajectory_losses` returns ``losses [B]`` and metrics;
+The reduction is per trajectory: :func:`per_trajectory_losses` picks the loss after the heads,
+and returns ``losses [B]`` and metrics;
 any weighting (uniform, a fixed ``weight`` column, BOOST's learned weights) is
 :func:`weighted_loss`, a dot product with weights normalised to sum to 1.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
+from ..config_checks import check_fields
 from .chunked import chunked_linear_logsumexp, naive_linear_logsumexp
+
+LOSS_TYPES = ("mc", "ilql")
+CQL_IMPLEMENTATIONS = ("chunked", "naive")
+#: Ranges of the loss fields, shared with :class:`trainers.OfflineRLConfig` (see :mod:`trainers.config_checks`).
+LOSS_FIELD_RANGES = {
+    "gamma": "[0, 1]",
+    "tau": "(0, 1)",
+    "cql_weight": "[0, inf)",
+    "bc_weight": "[0, inf)",
+    "cql_chunk_size": "[1, inf)",
+}
 
 
 @dataclass
 class OfflineRLLossConfig:
-    """The loss hyperparameters (a subset of :class:`trainers.OfflineRLConfig`, same names and defaults).
+    """The loss hyperparameters: the fields of :class:`trainers.OfflineRLConfig` with these names,
+    documented there, with the same defaults and the same checks.
 
     Any object with these attributes (e.g. an ``OfflineRLConfig``) can be passed instead.
     """
 
-    loss_type: str = "mc"
+    loss_type: str = field(default="mc", metadata={"choices": LOSS_TYPES})
     gamma: float = 0.99
     tau: float = 0.7
     cql_weight: float = 10.0
     bc_weight: float = 1.0
     cql_chunk_size: int = 256
-    cql_implementation: str = "chunked"
+    cql_implementation: str = field(default="chunked", metadata={"choices": CQL_IMPLEMENTATIONS})
 
     @classmethod
-    def from_any(cls, config: Any) -> "OfflineRLLossConfig":
+    def from_any(cls, config: Any) -> OfflineRLLossConfig:
         if isinstance(config, cls):
             return config
         if isinstance(config, dict):
@@ -71,14 +85,7 @@ class OfflineRLLossConfig:
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
 
     def __post_init__(self):
-        if self.loss_type not in ("mc", "ilql"):
-            raise ValueError(f"loss_type must be 'mc' or 'ilql', got {self.loss_type!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma}")
-        if not 0.0 < self.tau < 1.0:
-            raise ValueError(f"tau (expectile) must be in (0, 1), got {self.tau}")
-        if self.cql_implementation not in ("chunked", "naive"):
-            raise ValueError(f"cql_implementation must be 'chunked' or 'naive', got {self.cql_implementation!r}")
+        check_fields(self, LOSS_FIELD_RANGES)
 
 
 @dataclass
@@ -95,6 +102,10 @@ class Transitions:
     returns: torch.Tensor  # [N] discounted reward-to-go of the token's turn (MC target)
     counts: torch.Tensor  # [B] number of action tokens per row
     batch_size: int
+
+    def states(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``[N, d]``: the state of each action token, the hidden state just before it."""
+        return hidden_states[self.row, self.position - 1]
 
 
 def build_transitions(batch: dict[str, torch.Tensor], gamma: float) -> Transitions:
@@ -169,6 +180,124 @@ def _reduce(per_token: torch.Tensor, transitions: Transitions) -> torch.Tensor:
     return total / transitions.counts.clamp(min=1).to(per_token.dtype)
 
 
+def _q_values(states, heads, tr: Transitions, config: OfflineRLLossConfig):
+    """``Q_i(s, a)`` of every Q head, and with CQL on, the log-sum-exp of each head's vocabulary logits.
+
+    With CQL on, the chunked log-sum-exp also returns the taken token's logit (computed in fp32 from
+    the gathered weight row), so one weight gradient serves both the Bellman and the CQL term.
+    """
+    qs, lses = [], []
+    for i in range(heads.num_q_heads):
+        if config.cql_weight > 0:
+            projection = heads.q_projection(i)
+            lse, q = _vocab_lse(heads.q_features(states, i), projection.weight, projection.bias, tr.action, config)
+            lses.append(lse)
+        else:
+            with torch.autocast(device_type=states.device.type, enabled=False):
+                q = heads.gather_q(states.float(), tr.action, i)
+        qs.append(q.float())
+    return qs, lses
+
+
+def _add_regularisers(per_token, qs, lses, states, tr: Transitions, config: OfflineRLLossConfig, lm_head, metrics):
+    """``per_token + cql_weight * sum_i CE(Q_i(s, .), a) + bc_weight * CE(LM(s, .), a)``."""
+    if config.cql_weight > 0:
+        cql = sum(lse - q for lse, q in zip(lses, qs))
+        per_token = per_token + config.cql_weight * cql
+        metrics["cql"] = cql.detach().mean()
+    if config.bc_weight > 0:
+        if lm_head is None:
+            raise ValueError("bc_weight > 0 needs the LM head (pass lm_head=...), or set bc_weight=0")
+        lse, picked = _vocab_lse(states, lm_head.weight, getattr(lm_head, "bias", None), tr.action, config)
+        bc = lse - picked
+        per_token = per_token + config.bc_weight * bc
+        metrics["bc"] = bc.detach().mean()
+    return per_token
+
+
+def mc_loss_terms(
+    hidden_states: torch.Tensor,
+    heads,
+    transitions: Transitions,
+    config: OfflineRLLossConfig,
+    *,
+    lm_head: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Monte Carlo return regression, one loss per action token ``t``: ``(per_token [N], metrics)``::
+
+        loss(t) = (Q(s_t, a_t) - G_k)^2 + cql_weight * CE(Q(s_t, .), a_t) + bc_weight * CE(LM(s_t, .), a_t)
+        G_k     = sum_{j >= k} gamma^(j - k) * R_j          (k: the assistant turn of token t)
+
+    Every token of a turn regresses onto that turn's discounted reward-to-go
+    (``transitions.returns``). ``CE(f(s, .), a)`` is the cross-entropy of the vocabulary logits
+    ``f(s, .)`` on the taken token: the CQL term on the Q head's logits, behaviour cloning on the
+    LM head's. ``heads`` has one Q head.
+    """
+    states = transitions.states(hidden_states)
+    metrics: dict[str, torch.Tensor] = {}
+    qs, lses = _q_values(states, heads, transitions, config)
+    # regression in fp32 even under bf16 autocast: value targets need the precision
+    with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+        td = qs[0] - transitions.returns
+        per_token = td.pow(2)
+        metrics["mc_return_mean"] = transitions.returns.mean()
+        metrics["td_error"] = td.detach().abs().mean()
+        metrics["q_loss"] = per_token.detach().mean()
+        metrics["q_mean"] = torch.stack([q.detach() for q in qs]).mean()
+    per_token = _add_regularisers(per_token, qs, lses, states, transitions, config, lm_head, metrics)
+    return per_token, metrics
+
+
+def ilql_loss_terms(
+    hidden_states: torch.Tensor,
+    heads,
+    transitions: Transitions,
+    config: OfflineRLLossConfig,
+    *,
+    lm_head: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """ILQL, one loss per action token ``t``: ``(per_token [N], metrics)``::
+
+        loss(t) = sum_i (Q_i(s_t, a_t) - y_t)^2                          (TD, every Q head i)
+                + L_tau(min_i targetQ_i(s_t, a_t) - V(s_t))               (expectile V loss)
+                + cql_weight * sum_i CE(Q_i(s_t, .), a_t) + bc_weight * CE(LM(s_t, .), a_t)
+        y_t      = r_t + gamma_t * V(s'_t)                  (V(s') detached; gamma_t = 0 when done)
+        L_tau(u) = |tau - 1[u < 0]| * u^2
+
+    ``gamma_t`` is ``gamma`` when the next action token starts the next assistant turn and 1 inside
+    a turn. The target Q heads get no gradient here (Polyak averaging updates them after each
+    optimizer step); the expectile loss (:func:`expectile_loss`) pulls ``V`` towards an upper
+    expectile of their minimum. ``CE`` is as in :func:`mc_loss_terms`.
+    """
+    states = transitions.states(hidden_states)
+    metrics: dict[str, torch.Tensor] = {}
+    qs, lses = _q_values(states, heads, transitions, config)
+    # Bellman terms in fp32 even under bf16 autocast: value targets need the precision, and these
+    # are [N, d] products, not vocabulary-wide matmuls.
+    with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+        states32 = states.float()
+        v_s = heads.v_values(states32)
+        next_states = hidden_states[transitions.row, transitions.next_position - 1].float()
+        v_next = heads.v_values(next_states).detach()
+        target = transitions.reward + transitions.discount * v_next  # discount already 0 at terminals
+        td = torch.stack([q - target for q in qs])  # [n_q, N]
+        q_loss = td.pow(2).sum(0)
+        with torch.no_grad():
+            target_q = torch.stack(
+                [heads.gather_q(states32, transitions.action, i, target=True) for i in range(heads.num_q_heads)]
+            ).min(0).values
+        v_loss = expectile_loss(target_q - v_s, config.tau)
+        per_token = q_loss + v_loss
+        metrics["v_mean"] = v_s.detach().mean()
+        metrics["target_q_mean"] = target_q.mean()
+        metrics["v_loss"] = v_loss.detach().mean()
+        metrics["td_error"] = td.detach().abs().mean()
+        metrics["q_loss"] = q_loss.detach().mean()
+        metrics["q_mean"] = torch.stack([q.detach() for q in qs]).mean()
+    per_token = _add_regularisers(per_token, qs, lses, states, transitions, config, lm_head, metrics)
+    return per_token, metrics
+
+
 def per_trajectory_losses(
     hidden_states: torch.Tensor,
     heads,
@@ -178,6 +307,10 @@ def per_trajectory_losses(
     lm_head: torch.nn.Module | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Offline RL losses of each trajectory of ``batch``: ``(losses [B], metrics)``.
+
+    Builds the transitions, computes the per-token terms of :func:`mc_loss_terms` or
+    :func:`ilql_loss_terms` (after the heads' loss type) and averages them over each trajectory's
+    action tokens.
 
     Args:
         hidden_states: ``[B, T, d]`` final hidden states of the backbone (what the LM head reads).
@@ -204,67 +337,11 @@ def per_trajectory_losses(
         )
     if hidden_states.shape[-1] != heads.hidden_size:
         raise ValueError(f"hidden size {hidden_states.shape[-1]} != value heads' hidden_size {heads.hidden_size}")
-    tr = build_transitions(batch, config.gamma)
-    states = hidden_states[tr.row, tr.position - 1]  # [N, d]
-    device_type = hidden_states.device.type
-    metrics: dict[str, torch.Tensor] = {}
-
-    # Q(s, a) for every Q head. With CQL on, the chunked log-sum-exp also returns the taken token's
-    # logit (computed in fp32 from the gathered weight row), so one weight gradient serves both terms.
-    qs, lses = [], []
-    for i in range(heads.num_q_heads):
-        if config.cql_weight > 0:
-            projection = heads.q_projection(i)
-            lse, q = _vocab_lse(heads.q_features(states, i), projection.weight, projection.bias, tr.action, config)
-            lses.append(lse)
-        else:
-            with torch.autocast(device_type=device_type, enabled=False):
-                q = heads.gather_q(states.float(), tr.action, i)
-        qs.append(q.float())
-
-    # Bellman / regression terms in fp32 even under bf16 autocast: value targets need the precision,
-    # and these are [N, d] products, not vocabulary-wide matmuls.
-    with torch.autocast(device_type=device_type, enabled=False):
-        states32 = states.float()
-        if heads.is_ilql:
-            v_s = heads.v_values(states32)
-            next_states = hidden_states[tr.row, tr.next_position - 1].float()
-            v_next = heads.v_values(next_states).detach()
-            target = tr.reward + tr.discount * v_next  # discount already 0 at terminals
-            td = torch.stack([q - target for q in qs])  # [n_q, N]
-            q_loss = td.pow(2).sum(0)
-            with torch.no_grad():
-                target_q = torch.stack(
-                    [heads.gather_q(states32, tr.action, i, target=True) for i in range(heads.num_q_heads)]
-                ).min(0).values
-            v_loss = expectile_loss(target_q - v_s, config.tau)
-            per_token = q_loss + v_loss
-            metrics["v_mean"] = v_s.detach().mean()
-            metrics["target_q_mean"] = target_q.mean()
-            metrics["v_loss"] = v_loss.detach().mean()
-            metrics["td_error"] = td.detach().abs().mean()
-            metrics["q_loss"] = q_loss.detach().mean()
-        else:
-            td = qs[0] - tr.returns
-            per_token = td.pow(2)
-            metrics["mc_return_mean"] = tr.returns.mean()
-            metrics["td_error"] = td.detach().abs().mean()
-            metrics["q_loss"] = per_token.detach().mean()
-        metrics["q_mean"] = torch.stack([q.detach() for q in qs]).mean()
-
-    if config.cql_weight > 0:
-        cql = sum(lse - q for lse, q in zip(lses, qs))
-        per_token = per_token + config.cql_weight * cql
-        metrics["cql"] = cql.detach().mean()
-    if config.bc_weight > 0:
-        if lm_head is None:
-            raise ValueError("bc_weight > 0 needs the LM head (pass lm_head=...), or set bc_weight=0")
-        lse, picked = _vocab_lse(states, lm_head.weight, getattr(lm_head, "bias", None), tr.action, config)
-        bc = lse - picked
-        per_token = per_token + config.bc_weight * bc
-        metrics["bc"] = bc.detach().mean()
-    losses = _reduce(per_token.float(), tr)
-    metrics["action_tokens"] = tr.counts.sum().float()
+    transitions = build_transitions(batch, config.gamma)
+    loss_terms = ilql_loss_terms if heads.is_ilql else mc_loss_terms
+    per_token, metrics = loss_terms(hidden_states, heads, transitions, config, lm_head=lm_head)
+    losses = _reduce(per_token.float(), transitions)
+    metrics["action_tokens"] = transitions.counts.sum().float()
     return losses, metrics
 
 
