@@ -13,7 +13,9 @@ compares false against any bound and would otherwise train silently on NaN losse
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import typing
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any
@@ -57,8 +59,16 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def _allows_none(field: dataclasses.Field) -> bool:
-    return field.default is None or "None" in str(field.type)
+@functools.cache
+def _optional_fields(config_class: type) -> frozenset[str]:
+    # From the class annotations, not Field.type: HfArgumentParser rewrites Field.type in place
+    # (it strips the None from `int | None`).
+    hints = typing.get_type_hints(config_class)
+    return frozenset(name for name, hint in hints.items() if type(None) in typing.get_args(hint))
+
+
+def _allows_none(config_class: type, field: dataclasses.Field) -> bool:
+    return field.default is None or field.name in _optional_fields(config_class)
 
 
 def check_fields(config: Any, ranges: Mapping[str, str], *, upstream: type | None = None) -> None:
@@ -77,7 +87,7 @@ def check_fields(config: Any, ranges: Mapping[str, str], *, upstream: type | Non
         raise ValueError(f"{owner}.field_ranges names fields it does not have: {unknown}")
     for field in by_name.values():
         value = getattr(config, field.name)
-        if value is None and _allows_none(field):
+        if value is None and _allows_none(type(config), field):
             continue
         if field.name not in inherited:
             choices = field.metadata.get("choices")
