@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main test test-fast benchmarks clean
+.PHONY: setup main lint test test-fast benchmarks clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml setup.cfg Makefile
 main: setup
 	$(VENV)/bin/accelerate launch --config_file examples/accelerate_configs/single_process.yaml examples/boost_webshop.py
 
-# The whole test suite (unit, slow, real ScienceWorld, multi-process), on 2 workers.
-test: setup
+# Lint and format check (rules in pyproject.toml's [tool.ruff]); `ruff format` and `ruff check --fix` repair most.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# The whole test suite (unit, slow, real ScienceWorld, multi-process), on 2 workers, after the lint.
+test: setup lint
 	$(PY) -m pytest -n 2 --dist loadfile -q -p no:cacheprovider tests
 
 test-fast: setup

@@ -99,7 +99,9 @@ def test_mc_cql_and_bc_terms_match_hand_computation():
     lm_head = torch.nn.Linear(D, V, bias=False)
     config = OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0.3, bc_weight=0.7, cql_chunk_size=2)
     losses, metrics = per_trajectory_losses(hidden, heads, batch, config, lm_head=lm_head)
-    base, _ = per_trajectory_losses(hidden, heads, batch, OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0, bc_weight=0))
+    base, _ = per_trajectory_losses(
+        hidden, heads, batch, OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0, bc_weight=0)
+    )
     q = heads.q_heads[0].projection
     extra = [0.0, 0.0]
     for row, t, a in [(0, 2, 2), (0, 3, 3), (0, 6, 4), (1, 1, 3), (1, 2, 2)]:
@@ -124,8 +126,13 @@ def test_ilql_loss_matches_hand_computation():
         return float(heads.v_head.projection.weight[0] @ h + heads.v_head.projection.bias[0])
 
     # (row, position, token, reward, next position or None when terminal, discount)
-    cases = [(0, 2, 2, 0.0, 3, 1.0), (0, 3, 3, 1.0, 6, gamma), (0, 6, 4, 2.0, None, 0.0),
-             (1, 1, 3, 0.0, 2, 1.0), (1, 2, 2, 0.5, None, 0.0)]
+    cases = [
+        (0, 2, 2, 0.0, 3, 1.0),
+        (0, 3, 3, 1.0, 6, gamma),
+        (0, 6, 4, 2.0, None, 0.0),
+        (1, 1, 3, 0.0, 2, 1.0),
+        (1, 2, 2, 0.5, None, 0.0),
+    ]
     expected = [0.0, 0.0]
     for row, t, a, r, nxt, disc in cases:
         s = hidden[row, t - 1]
@@ -209,8 +216,9 @@ def test_chunked_losses_equal_naive_losses_and_gradients(loss_type, head_type):
     lm_head = torch.nn.Linear(D, V)
     results = []
     for implementation in ("naive", "chunked"):
-        config = OfflineRLLossConfig(loss_type=loss_type, cql_weight=10.0, bc_weight=1.0, cql_chunk_size=2,
-                                     cql_implementation=implementation)
+        config = OfflineRLLossConfig(
+            loss_type=loss_type, cql_weight=10.0, bc_weight=1.0, cql_chunk_size=2, cql_implementation=implementation
+        )
         losses, _ = per_trajectory_losses(hidden, heads, batch, config, lm_head=lm_head)
         params = [hidden] + [p for p in heads.parameters() if p.requires_grad] + list(lm_head.parameters())
         results.append((losses.detach(), torch.autograd.grad(losses.sum(), params)))

@@ -59,7 +59,9 @@ def test_help_is_the_docstring_text_and_the_default_is_the_documented_one(name):
 
 
 def test_allowed_values_are_choices_in_metadata_and_the_parser_enforces_them(capsys):
-    choices = {f.name: tuple(f.metadata["choices"]) for f in own_fields(OfflineRLConfig).values() if "choices" in f.metadata}
+    choices = {
+        f.name: tuple(f.metadata["choices"]) for f in own_fields(OfflineRLConfig).values() if "choices" in f.metadata
+    }
     assert choices == {
         "loss_type": ("mc", "ilql"),
         "cql_implementation": ("chunked", "naive"),

@@ -36,6 +36,11 @@ def _type_checking_imports() -> dict[str, str]:
     return found
 
 
+def test_all_lists_exactly_the_lazy_exports():
+    assert sorted(trainers.__all__) == sorted(trainers._EXPORTS)
+    assert len(set(trainers.__all__)) == len(trainers.__all__)
+
+
 def test_editors_see_every_lazy_export_from_the_same_module():
     # The TYPE_CHECKING imports are what IDEs and type checkers read; they must list exactly the
     # lazily exported names, each from the module __getattr__ imports it from.

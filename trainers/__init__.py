@@ -52,7 +52,28 @@ _EXPORTS = {
     "push_trajectories": "trainers.data.hub_io",
 }
 
-__all__ = sorted(_EXPORTS)
+# A literal list (equal to the keys of _EXPORTS) so that linters and type checkers see the re-exports.
+__all__ = [
+    "BilevelReweightConfig",
+    "BilevelReweightTrainer",
+    "MCTSDistillConfig",
+    "MCTSDistillTrainer",
+    "OfflineRLConfig",
+    "OfflineRLTrainer",
+    "ReweightingHead",
+    "TrajectoryForest",
+    "TrajectoryTree",
+    "TreeDPOConfig",
+    "TreeDPOTrainer",
+    "ValueGuidedLogitsProcessor",
+    "ValueHeads",
+    "build_forest",
+    "load_causal_lm",
+    "load_trajectories",
+    "load_value_guided_policy",
+    "make_env",
+    "push_trajectories",
+]
 
 
 def __getattr__(name: str) -> Any:

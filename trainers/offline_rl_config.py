@@ -15,9 +15,9 @@ Q_HEAD_TYPES = ("linear", "mlp")
 
 def _fast_bf16_available() -> bool:
     try:
-        from .models import default_dtype
-
         import torch
+
+        from .models import default_dtype
 
         return default_dtype() == torch.bfloat16
     except ImportError:  # models.py is optional for this module
@@ -150,7 +150,7 @@ class OfflineRLConfig(TrainingArguments):
     loss_type: str = field(
         default="mc",
         metadata={
-            "help": "Value loss: `\"mc\"` (regression of Q onto Monte Carlo returns) or `\"ilql\"` (implicit "
+            "help": 'Value loss: `"mc"` (regression of Q onto Monte Carlo returns) or `"ilql"` (implicit '
             "Q-learning with a V head and target Q heads). BOOST runs both.",
             "choices": LOSS_TYPES,
         },
@@ -197,8 +197,7 @@ class OfflineRLConfig(TrainingArguments):
     cql_implementation: str = field(
         default="chunked",
         metadata={
-            "help": "`\"chunked\"`, or `\"naive\"`, which materialises all logits (for comparisons and benchmarks "
-            "only).",
+            "help": '`"chunked"`, or `"naive"`, which materialises all logits (for comparisons and benchmarks only).',
             "choices": CQL_IMPLEMENTATIONS,
         },
     )
@@ -206,7 +205,7 @@ class OfflineRLConfig(TrainingArguments):
     # Parameters that control the value heads and the extracted policy
     q_head_type: str = field(
         default="linear",
-        metadata={"help": "`\"linear\"` (BOOST appendix G.2: `W_Q h + b_Q`) or `\"mlp\"`.", "choices": Q_HEAD_TYPES},
+        metadata={"help": '`"linear"` (BOOST appendix G.2: `W_Q h + b_Q`) or `"mlp"`.', "choices": Q_HEAD_TYPES},
     )
     mlp_hidden_size: int | None = field(
         default=None, metadata={"help": "Hidden width of MLP heads; `None` uses twice the model's hidden size."}
@@ -230,7 +229,7 @@ class OfflineRLConfig(TrainingArguments):
     chat_template: str | None = field(
         default=None,
         metadata={
-            "help": "`\"plain\"` installs the library's plain template for base models without one; any other "
+            "help": '`"plain"` installs the library\'s plain template for base models without one; any other '
             "string is used as a Jinja chat template. `None` keeps the tokenizer's own."
         },
     )

@@ -55,7 +55,6 @@ from .tokenization import (
 )
 
 
-
 def convert_trajectories(path: str | Path, format: str, **kwargs: Any) -> datasets.Dataset:
     """Read ``path`` in a published ``format`` (a key of :data:`CONVERTERS`: ``"eto"``,
     ``"twenty_questions"``, ``"car_dealer"``), convert it and return validated trajectory rows.

@@ -150,7 +150,11 @@ def naive_linear_logsumexp(x, weight, bias, targets, chunk_size=None):
 
 
 def naive_linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor, chunk_size: int | None = None
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Reference implementation that materialises all ``[N, |V|]`` logits (tests and benchmarks)."""
     logits = F.linear(x, weight, bias).float()

@@ -283,9 +283,13 @@ def ilql_loss_terms(
         td = torch.stack([q - target for q in qs])  # [n_q, N]
         q_loss = td.pow(2).sum(0)
         with torch.no_grad():
-            target_q = torch.stack(
-                [heads.gather_q(states32, transitions.action, i, target=True) for i in range(heads.num_q_heads)]
-            ).min(0).values
+            target_q = (
+                torch.stack(
+                    [heads.gather_q(states32, transitions.action, i, target=True) for i in range(heads.num_q_heads)]
+                )
+                .min(0)
+                .values
+            )
         v_loss = expectile_loss(target_q - v_s, config.tau)
         per_token = q_loss + v_loss
         metrics["v_mean"] = v_s.detach().mean()

@@ -32,7 +32,6 @@ runs in a subprocess with :meth:`LocalHub.client_env`; :func:`trainers.hub.push_
 ``HF_ENDPOINT`` at call time, so in-process pushes work inside ``with hub.online():``.
 """
 
-
 import base64
 import contextlib
 import hashlib
@@ -93,7 +92,22 @@ def _wait_for(url: str, timeout: float, process: subprocess.Popen | None = None,
 
 
 #: Extensions the Hub's default .gitattributes sends through LFS (a subset).
-_LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".arrow", ".gguf", ".h5", ".npy", ".npz", ".zip", ".gz", ".msgpack", ".model")
+_LFS_SUFFIXES = (
+    ".parquet",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".arrow",
+    ".gguf",
+    ".h5",
+    ".npy",
+    ".npz",
+    ".zip",
+    ".gz",
+    ".msgpack",
+    ".model",
+)
 
 
 def _is_lfs(path: str, size: int) -> bool:
@@ -170,7 +184,9 @@ class LocalHub:
             )
         try:
             _wait_for(f"http://127.0.0.1:{self.olah_port}/", self.startup_timeout, self._olah, log)
-            server_config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+            server_config = uvicorn.Config(
+                self._app(), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            )
             self._server = uvicorn.Server(server_config)
             self._thread = threading.Thread(target=self._server.run, name="local-hub", daemon=True)
             self._thread.start()
@@ -278,7 +294,12 @@ class LocalHub:
                 continue
             rel = value.get("path", "")
             target = (path / rel).resolve()
-            if rel.startswith("/") or ".." in Path(rel).parts or path.resolve() not in target.parents or ".git" in Path(rel).parts:
+            if (
+                rel.startswith("/")
+                or ".." in Path(rel).parts
+                or path.resolve() not in target.parents
+                or ".git" in Path(rel).parts
+            ):
                 raise ValueError(f"refusing path {rel!r} outside the repository")
             if key == "file":
                 if value.get("encoding", "base64") != "base64":
@@ -301,7 +322,9 @@ class LocalHub:
                     target.unlink()
                 removed.append(rel)
             else:
-                raise ValueError(f"the local hub does not implement commit operation {key!r} (only files, LFS files and deletions)")
+                raise ValueError(
+                    f"the local hub does not implement commit operation {key!r} (only files, LFS files and deletions)"
+                )
         if added:
             repo.index.add(added)
         if removed:
@@ -349,7 +372,9 @@ class LocalHub:
             if not (_NAME.match(owner) and name and _NAME.match(name)):
                 return error(400, f"invalid repo id {owner}/{name}")
             with self._lock:
-                created, _ = self._create(repo_type, owner, name, body.get("visibility") == "private" or bool(body.get("private")))
+                created, _ = self._create(
+                    repo_type, owner, name, body.get("visibility") == "private" or bool(body.get("private"))
+                )
             prefix = "" if repo_type == "model" else f"{repo_type}s/"
             url = f"{self.endpoint}/{prefix}{owner}/{name}"
             if not created:
@@ -367,7 +392,9 @@ class LocalHub:
             try:
                 card_class(body.get("content", ""), ignore_metadata_errors=False)
             except Exception as exc:  # noqa: BLE001 - any parse failure is a validation error
-                return JSONResponse({"errors": [{"message": f"{type(exc).__name__}: {exc}"}], "warnings": []}, status_code=400)
+                return JSONResponse(
+                    {"errors": [{"message": f"{type(exc).__name__}: {exc}"}], "warnings": []}, status_code=400
+                )
             return {"errors": [], "warnings": []}
 
         @app.post("/api/{kind}/{owner}/{name}/preupload/{revision:path}")
@@ -379,7 +406,11 @@ class LocalHub:
                 return error(404, f"Repository not found: {repo_type} {owner}/{name}")
             body = await request.json()
             files = [
-                {"path": f["path"], "uploadMode": "lfs" if _is_lfs(f["path"], f.get("size", 0)) else "regular", "shouldIgnore": False}
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if _is_lfs(f["path"], f.get("size", 0)) else "regular",
+                    "shouldIgnore": False,
+                }
                 for f in body.get("files", [])
             ]
             return {"files": files}
@@ -443,7 +474,11 @@ class LocalHub:
             except (ValueError, json.JSONDecodeError) as exc:
                 return error(400, str(exc))
             prefix = "" if repo_type == "model" else f"{repo_type}s/"
-            return {"commitUrl": f"{self.endpoint}/{prefix}{owner}/{name}/commit/{sha}", "commitOid": sha, "success": True}
+            return {
+                "commitUrl": f"{self.endpoint}/{prefix}{owner}/{name}/commit/{sha}",
+                "commitOid": sha,
+                "success": True,
+            }
 
         @app.api_route("/{path:path}", methods=["GET", "HEAD", "POST"])
         async def forward(path: str, request: Request):
