@@ -1,7 +1,7 @@
 """Text pages in the original's ``text`` observation mode: visible strings joined with `` [SEP] ``.
 
-The layout follows the WebShop episodes that ETO / TraTree publish (``data/webshop`` beside the
-design brief): the search page starts with ``WebShop``; results pages show ``Back to Search``,
+The layout follows the WebShop episodes that ETO and TraTree publish: the search page starts
+with ``WebShop``; results pages show ``Back to Search``,
 ``Page N (Total results: T)``, ``< Prev`` / ``Next >`` when there is such a page, then ASIN,
 title and price of up to 10 products; item pages show ``Back to Search``, ``< Prev``, each option
 name followed by its values, the title, ``Price: ...``, ``Rating: ...``, ``Description``,
