@@ -130,3 +130,11 @@ def test_training_arguments_fields_keep_their_own_checks(tmp_path):
     config = OfflineRLConfig(output_dir=str(tmp_path), ddp_backend=None, max_grad_norm=1.0)
     assert config.ddp_backend is None
     assert {f.name for f in dataclasses.fields(TrainingArguments)} < {f.name for f in dataclasses.fields(config)}
+
+
+def test_the_loss_config_is_the_trainer_config_s_loss_fields():
+    trainer_fields = {f.name: f for f in dataclasses.fields(OfflineRLConfig)}
+    for field in dataclasses.fields(OfflineRLLossConfig):
+        twin = trainer_fields[field.name]
+        assert field.default == twin.default, field.name
+        assert field.metadata.get("choices") == twin.metadata.get("choices"), field.name
