@@ -384,7 +384,7 @@ def validate_weight_column(dataset: datasets.Dataset, where: str = "dataset") ->
         total += weight
     if total == 0:
         raise ValueError(
-            f"{where}, field 'weight': every one of the {len(dataset)} rows has weight 0, so nothing would be learned"
+            f"{where}: field 'weight': every one of the {len(dataset)} rows has weight 0, so nothing would be learned"
         )
 
 
