@@ -263,3 +263,20 @@ def test_weight_zero_rows_train_when_others_carry_weight(tmp_path, tiny_llama_pa
     trainer.train()
     assert trainer.state.global_step == 4
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda c: "{not json", "is not valid JSON"),
+        (lambda c: json.dumps({**{k: v for k, v in c.items() if k != "hidden_size"}, "hiden_size": c["hidden_size"]}),
+         r"hidden_size 4096 != 64 recorded in the value heads; unknown field\(s\) \['hiden_size'\]"),
+        (lambda c: json.dumps({**c, "num_hidden_layers": "two"}), "num_hidden_layers"),
+    ],
+    ids=["not-json", "wrong-field-name", "wrong-type"],
+)
+def test_bad_policy_config_json(full_fine_tune_folder, edit, problem):
+    config_file = full_fine_tune_folder / "config.json"
+    config_file.write_text(edit(json.loads(config_file.read_text())))
+    with pytest.raises(CorruptFileError, match=rf"(?s)'{config_file}'.*{problem}"):
+        ValueHeadPolicy.from_pretrained(full_fine_tune_folder, check_name=False)

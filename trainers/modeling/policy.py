@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..checkpointing import fsync_dir
-from .value_heads import ValueHeads, load_safetensors_file
+from .value_heads import CorruptFileError, ValueHeads, load_safetensors_file
 
 POLICY_FILE = "offline_rl_policy.json"
 HEADS_SUBFOLDER = "value_heads"
@@ -316,6 +316,7 @@ class ValueHeadPolicy(nn.Module):
             # a full fine-tune: the folder holds the trained base itself
             if base_model is not None:
                 _check_full_fine_tune_base(directory, base_model, heads)
+            _check_base_config(directory, heads)
             _check_weight_files(directory)
             try:
                 base = AutoModelForCausalLM.from_pretrained(str(directory), **load_kwargs)
@@ -389,6 +390,40 @@ def read_policy_record(directory: Path) -> dict[str, Any]:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
         raise ValueError(f"{str(record_file)!r}: unknown format {found!r} (expected {POLICY_FORMAT!r})")
     return record
+
+
+def _check_base_config(directory: Path, heads: ValueHeads) -> None:
+    """The fine-tuned model's ``config.json``: JSON, loadable, and sized like the heads trained on it.
+
+    Transformers keeps an unknown (misspelled) field as an extra attribute and falls back to the
+    default of the field it was meant to be, so a typo shows up as a size that disagrees with the heads.
+    """
+    from transformers import AutoConfig
+
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found: the folder is a full fine-tune and needs its model config")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{str(path)!r} is not valid JSON ({error})") from error
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except Exception as error:  # noqa: BLE001 - transformers raises many types here; all are a bad file
+        raise CorruptFileError(f"{str(path)!r}: {type(error).__name__}: {error}") from error
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    problems = [
+        f"{field} {getattr(text_config, field, None)} != {expected} recorded in the value heads"
+        for field, expected in (("hidden_size", heads.hidden_size), ("vocab_size", heads.vocab_size))
+        if getattr(text_config, field, expected) != expected
+    ]
+    if problems:
+        try:
+            unknown = sorted(set(raw) - set(type(config)().to_dict()))
+        except Exception:  # noqa: BLE001 - a config class without defaults: skip the hint
+            unknown = []
+        hint = f"; unknown field(s) {unknown} (misspelled?)" if unknown else ""
+        raise CorruptFileError(f"{str(path)!r}: " + "; ".join(problems) + hint)
 
 
 def _check_weight_files(directory: Path) -> None:
