@@ -121,8 +121,13 @@ def test_raw_eto_file_hints_at_the_converter(tmp_path):
               "conversations": [{"from": "human", "value": "Your task is to boil water."}, {"from": "gpt", "value": "look around"}]}
     path = _write(tmp_path, [record])
     with pytest.raises(TrajectoryValidationError, match=r"field 'messages': missing .*looks like the 'eto' format.*"
-                                                        r"trainers\.data\.converters\.load_trajectories\(path, 'eto'\)"):
+                                                        rf"trainers\.data\.converters\.load_trajectories\('{path}', 'eto'\)"):
         load_trajectories(path)
+    # a folder of ETO output files (one record each) gets the same hint
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "outputs" / "7.json").write_text(json.dumps(record))
+    with pytest.raises(TrajectoryValidationError, match=r"looks like the 'eto' format"):
+        load_trajectories(tmp_path / "outputs")
     # the converter keeps what the format carries: the task name as category, the meta fields as metadata
     (row,) = convert_eto([record])
     assert row["category"] == "boil" and metadata_of(row)["steps"] == 3 and row["success"] is True

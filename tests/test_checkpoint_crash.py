@@ -191,3 +191,14 @@ def test_a_failed_policy_save_never_leaves_a_loadable_mix(tmp_path, tiny_llama, 
         # the heads folder itself is swapped atomically: the old heads are intact, not half-written
         old = ValueHeads.from_pretrained(str(folder / "value_heads"))
         assert not torch.equal(old.q_heads[0].projection.weight, policy.heads.q_heads[0].projection.weight)
+
+
+def test_atomic_save_removes_what_a_killed_save_left_behind(tmp_path):
+    from trainers.hub import atomic_save
+
+    (tmp_path / ".artifact.tmp-dead1").mkdir()
+    (tmp_path / ".artifact.old-dead2").mkdir()
+    (tmp_path / ".other.tmp-keep").mkdir()  # another artifact's staging folder is not ours to remove
+    with atomic_save(tmp_path / "artifact") as staging:
+        (staging / "weights.bin").write_bytes(b"v1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-keep", "artifact"]

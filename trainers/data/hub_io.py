@@ -71,14 +71,16 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
-    rows = payload if isinstance(payload, list) else payload.get("data", payload.get("trajectories")) \
-        if isinstance(payload, dict) else payload
+    rows = payload
+    if isinstance(payload, dict):
+        # {"data": [...]} / {"trajectories": [...]}, else the object is one row (as ETO writes its outputs)
+        rows = next((payload[key] for key in ("data", "trajectories") if key in payload), [payload])
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of trajectory rows (or {{'data': [...]}}), got {type(rows).__name__}")
     return rows
 
 
-def _format_hint(rows: list[Any]) -> str:
+def _format_hint(rows: list[Any], path: Any = "path") -> str:
     """A pointer to the converter when the rows are in a peer format rather than the trajectory schema."""
     first = rows[0] if rows else None
     if isinstance(first, list) or (isinstance(first, Mapping) and "conversations" in first):
@@ -90,7 +92,7 @@ def _format_hint(rows: list[Any]) -> str:
     else:
         return ""
     return (f"; the file looks like the {name!r} format, which needs converting first: "
-            f"trainers.data.converters.load_trajectories(path, {name!r})")
+            f"trainers.data.converters.load_trajectories({str(path)!r}, {name!r})")
 
 
 def _read_parquet(path: Path):
@@ -128,7 +130,7 @@ def _load_raw(source: str, split: str | None, **kwargs: Any) -> datasets.Dataset
             try:
                 return to_dataset(rows)
             except TrajectoryValidationError as error:
-                raise _located(error, source, split, hint=_format_hint(rows)) from error
+                raise _located(error, source, split, hint=_format_hint(rows, source)) from error
         return _read_files([path], source)
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or path.suffix in _FILE_BUILDERS:
         raise FileNotFoundError(f"{source}: no such file or folder (and not a Hub dataset id 'owner/name')")
@@ -166,9 +168,18 @@ def _read_files(files: list[Path], where: str) -> datasets.Dataset:
         # modification time only, so two folders called "traj" could serve each other's rows.
         table = pa.concat_tables([_read_parquet(f) for f in files])
         return datasets.Dataset(datasets.table.InMemoryTable(table))
-    rows = [row for f in files for row in _read_json_rows(f)]
-    if any(not isinstance(row, Mapping) for row in rows):
-        validate_trajectories(rows)  # names the first row that is not an object
+    rows = []
+    for file in files:
+        file_rows = _read_json_rows(file)
+        for index, row in enumerate(file_rows):
+            # only the shape here (full validation follows, once per split): enough to build the columns
+            if not isinstance(row, Mapping) or "messages" not in row or "rewards" not in row:
+                problem = "missing" if isinstance(row, Mapping) else f"expected an object, got {type(row).__name__}"
+                error = TrajectoryValidationError(index, row.get("id") if isinstance(row, Mapping) else None,
+                                                  "rewards" if isinstance(row, Mapping) and "messages" in row else "messages",
+                                                  problem)
+                raise _located(error, str(file), None, hint=_format_hint(file_rows, file))
+        rows.extend(file_rows)
     return to_dataset(rows, validate=False)
 
 
@@ -201,7 +212,7 @@ def _validate(ds: datasets.Dataset, source: str, split: str | None, require_cate
     try:
         validate_trajectories(ds, require_category=require_category)
     except TrajectoryValidationError as error:
-        hint = _format_hint([ds[0]]) if error.field == "messages" and "conversations" in ds.column_names else ""
+        hint = _format_hint([ds[0]], source) if error.field == "messages" and "conversations" in ds.column_names else ""
         raise _located(error, source, split, hint) from error
 
 
