@@ -99,12 +99,14 @@ def _life(kind: str, model_dir: Path, tokenizer, output_dir: Path, resume: bool,
         trainer = _build_trainer(kind, model_dir, tokenizer, output_dir)
         resume_from = latest_complete_checkpoint(output_dir) if resume else None
         with open(report, "a") as handle:
-            handle.write(json.dumps({"pid": os.getpid(), "resumed_from": checkpoint_step(resume_from) if resume_from else None}) + "\n")
+            step = checkpoint_step(resume_from) if resume_from else None
+            handle.write(json.dumps({"pid": os.getpid(), "resumed_from": step}) + "\n")
         trainer.train(resume_from_checkpoint=True if resume_from is not None else None)
         trainer.save_model()
         losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
         with open(report, "a") as handle:
-            handle.write(json.dumps({"pid": os.getpid(), "finished": trainer.state.global_step, "losses": losses}) + "\n")
+            finished = {"pid": os.getpid(), "finished": trainer.state.global_step, "losses": losses}
+            handle.write(json.dumps(finished) + "\n")
     except BaseException as error:  # noqa: BLE001 - the parent reads the report
         with open(report, "a") as handle:
             handle.write(json.dumps({"pid": os.getpid(), "error": f"{type(error).__name__}: {error}"}) + "\n")

@@ -23,9 +23,14 @@ from trainers.offline_rl_trainer import OfflineRLTrainer
 torch.set_num_threads(1)
 
 
+NOT_A_LIST = "must be a list of {'role', 'content'} messages"
+
+
 def _row(i=0, **overrides):
     row = make_trajectory(
-        [{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "yes"}], [1.0], id=f"t{i}",
+        [{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "yes"}],
+        [1.0],
+        id=f"t{i}",
     )
     row["metadata"] = {}
     row.update(overrides)
@@ -45,8 +50,8 @@ def _write(tmp_path, rows, name="rows.json"):
 @pytest.mark.parametrize(
     "overrides, field, problem",
     [
-        ({"messages": "user: hi / assistant: yes"}, "messages", "must be a list of {'role', 'content'} messages, got str"),
-        ({"messages": {"role": "user", "content": "hi"}}, "messages", "must be a list of {'role', 'content'} messages, got dict"),
+        ({"messages": "user: hi / assistant: yes"}, "messages", f"{NOT_A_LIST}, got str"),
+        ({"messages": {"role": "user", "content": "hi"}}, "messages", f"{NOT_A_LIST}, got dict"),
         ({"rewards": [1e308]}, "rewards[0]", "does not fit the float32 rewards column"),
         ({"done": "false"}, "done", "must be true or false (a boolean), got 'false' (str)"),
         ({"success": "no"}, "success", "must be true or false (a boolean), got 'no' (str)"),
@@ -63,7 +68,8 @@ def test_bad_row_names_file_row_id_and_field(tmp_path, overrides, field, problem
 
 def test_duplicate_trajectory_ids(tmp_path):
     path = _write(tmp_path, [_row(0), _row(1), _row(0)], "rows.jsonl")
-    with pytest.raises(TrajectoryValidationError, match=r"row 2 \(id='t0'\), field 'id': duplicate id: row 0 has the same id"):
+    duplicate = r"row 2 \(id='t0'\), field 'id': duplicate id: row 0 has the same id"
+    with pytest.raises(TrajectoryValidationError, match=duplicate):
         load_trajectories(path)
 
 
@@ -118,10 +124,11 @@ def test_truncated_parquet(tmp_path, target):
 
 def test_raw_eto_file_hints_at_the_converter(tmp_path):
     record = {"id": "boil_1", "meta": {"reward": 1.0, "success": True, "steps": 3},
-              "conversations": [{"from": "human", "value": "Your task is to boil water."}, {"from": "gpt", "value": "look around"}]}
+              "conversations": [{"from": "human", "value": "Your task is to boil water."},
+                                {"from": "gpt", "value": "look around"}]}
     path = _write(tmp_path, [record])
-    with pytest.raises(TrajectoryValidationError, match=r"field 'messages': missing .*looks like the 'eto' format.*"
-                                                        rf"trainers\.data\.converters\.load_trajectories\('{path}', 'eto'\)"):
+    hint = rf"field 'messages': missing .*looks like the 'eto' format.*converters\.load_trajectories\('{path}', 'eto'\)"
+    with pytest.raises(TrajectoryValidationError, match=hint):
         load_trajectories(path)
     # a folder of ETO output files (one record each) gets the same hint
     (tmp_path / "outputs").mkdir()
@@ -135,7 +142,8 @@ def test_raw_eto_file_hints_at_the_converter(tmp_path):
 
 def test_converter_reports_duplicate_ids_with_the_file(tmp_path):
     record = {"id": "boil_1", "reward": 1.0,
-              "conversations": [{"from": "human", "value": "Your task is to boil water."}, {"from": "gpt", "value": "look"}]}
+              "conversations": [{"from": "human", "value": "Your task is to boil water."},
+                                {"from": "gpt", "value": "look"}]}
     path = _write(tmp_path, [record, record])
     with pytest.raises(ConversionError, match=rf"{path}: record 1, field 'id': duplicate id"):
         convert_file(path, "eto")
@@ -154,7 +162,8 @@ def test_corrupt_value_heads_safetensors(heads_folder, damage):
     weights = heads_folder / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a safetensors file" * 4)
-    with pytest.raises(CorruptFileError, match=rf"'{weights}' is not a readable safetensors file .*truncated or corrupt"):
+    expected = rf"'{weights}' is not a readable safetensors file .*truncated or corrupt"
+    with pytest.raises(CorruptFileError, match=expected):
         ValueHeads.from_pretrained(str(heads_folder))
 
 
@@ -201,7 +210,9 @@ def test_policy_marker_that_is_not_json(full_fine_tune_folder):
 
 def test_base_model_given_for_a_full_fine_tune_is_checked(tmp_path, full_fine_tune_folder, tiny_llama_path):
     other = tmp_path / "other-base"
-    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=100).save_pretrained(other)
+    small = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                        vocab_size=100)
+    small.save_pretrained(other)
     with pytest.raises(IncompatibleHeadsError, match=r"full fine-tune.*hidden_size 32 != 64; vocab_size 100 != "):
         load_value_guided_policy(str(full_fine_tune_folder), base_model=str(other), check_name=False)
     with warnings.catch_warnings(record=True) as caught:
@@ -237,7 +248,8 @@ def test_short_action_mask_in_a_pretokenized_dataset(tmp_path, tiny_llama_path, 
     rows = tokenized.to_list()
     rows[1]["action_mask"] = rows[1]["action_mask"][:-2]
     broken = datasets.Dataset.from_list(rows)
-    with pytest.raises(ValueError, match=r"train dataset: row 1 \(id='t1'\), field 'action_mask': \d+ values for \d+ input_ids"):
+    expected = r"train dataset: row 1 \(id='t1'\), field 'action_mask': \d+ values for \d+ input_ids"
+    with pytest.raises(ValueError, match=expected):
         _trainer(tmp_path, tiny_llama_path, tiny_tokenizer, broken)
     validate_tokenized(tokenized)  # the intact dataset passes
 

@@ -100,8 +100,8 @@ def test_a_truncated_file_makes_a_checkpoint_incomplete(tmp_path, caplog):
 # ------------------------------------------------------------------------------ trainer-level behaviour
 def _rows():
     return to_dataset([
-        make_trajectory([{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "yes " * (i % 3 + 1)}],
-                        [float(i % 2)], id=f"t{i}")
+        make_trajectory([{"role": "user", "content": f"is it an animal {i}"},
+                         {"role": "assistant", "content": "yes " * (i % 3 + 1)}], [float(i % 2)], id=f"t{i}")
         for i in range(8)
     ])
 
@@ -132,13 +132,15 @@ def test_resume_true_skips_an_incomplete_newest_checkpoint(tmp_path, tiny_llama_
 
     with pytest.raises(IncompleteCheckpointError, match="value_heads/model.safetensors is missing"):
         os.remove(out / "checkpoint-3" / "value_heads" / "model.safetensors")
-        _trainer(tmp_path, tiny_llama_path, tiny_tokenizer, max_steps=4).train(resume_from_checkpoint=str(out / "checkpoint-3"))
+        trainer = _trainer(tmp_path, tiny_llama_path, tiny_tokenizer, max_steps=4)
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-3"))
 
 
 def test_resume_true_without_any_complete_checkpoint_names_what_it_skipped(tmp_path, tiny_llama_path, tiny_tokenizer):
     _fake_checkpoint(tmp_path / "out", 5, complete=False)
     trainer = _trainer(tmp_path, tiny_llama_path, tiny_tokenizer)
-    with pytest.raises(IncompleteCheckpointError, match=r"(?s)no complete checkpoint .*checkpoint-5: checkpoint_complete.json is missing"):
+    expected = r"(?s)no complete checkpoint .*checkpoint-5: checkpoint_complete.json is missing"
+    with pytest.raises(IncompleteCheckpointError, match=expected):
         trainer.train(resume_from_checkpoint=True)
 
 

@@ -236,7 +236,8 @@ class CrashSafeCheckpointMixin:
         os.makedirs(staging, exist_ok=True)
 
         self.save_model(staging, _internal_call=True)
-        if args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST) and self.state.best_global_step:
+        saves_best = args.save_strategy in (SaveStrategy.STEPS, SaveStrategy.EPOCH, SaveStrategy.BEST)
+        if saves_best and self.state.best_global_step:
             best_dir = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}")
             # the best may be the checkpoint being written: record the name it will have
             if self.state.best_global_step == step or os.path.exists(best_dir):
@@ -246,7 +247,9 @@ class CrashSafeCheckpointMixin:
             self._save_scaler(staging)
             self._save_rng_state(staging)
         if args.should_save:
-            for callback in [cb for cb in self.callback_handler.callbacks + [self.control] if isinstance(cb, ExportableState)]:
+            callbacks = self.callback_handler.callbacks + [self.control]
+            stateful = [cb for cb in callbacks if isinstance(cb, ExportableState)]
+            for callback in stateful:
                 callback_name = type(callback).__name__
                 if isinstance(self.state.stateful_callbacks[callback_name], list):
                     self.state.stateful_callbacks[callback_name].append(callback.state())

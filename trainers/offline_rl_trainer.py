@@ -45,7 +45,12 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, set_seed
 
 from .checkpointing import CrashSafeCheckpointMixin
 from .data.tokenization import (
-    TOKENIZED_COLUMNS, TrajectoryCollator, prepare_tokenizer, tokenize_dataset, validate_tokenized, validate_weight_column,
+    TOKENIZED_COLUMNS,
+    TrajectoryCollator,
+    prepare_tokenizer,
+    tokenize_dataset,
+    validate_tokenized,
+    validate_weight_column,
 )
 from .losses.offline_rl import OfflineRLLossConfig, weighted_loss
 from .modeling.guidance import ValueGuidedLogitsProcessor

@@ -65,12 +65,14 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})") from error
+                problem = f"not valid JSON ({error.msg} at column {error.colno})"
+                raise ValueError(f"{path}, line {number}: {problem}") from error
         return rows
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})") from error
+        problem = f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        raise ValueError(f"{path}: {problem}") from error
     rows = payload
     if isinstance(payload, dict):
         # {"data": [...]} / {"trajectories": [...]}, else the object is one row (as ETO writes its outputs)
@@ -174,10 +176,10 @@ def _read_files(files: list[Path], where: str) -> datasets.Dataset:
         for index, row in enumerate(file_rows):
             # only the shape here (full validation follows, once per split): enough to build the columns
             if not isinstance(row, Mapping) or "messages" not in row or "rewards" not in row:
-                problem = "missing" if isinstance(row, Mapping) else f"expected an object, got {type(row).__name__}"
-                error = TrajectoryValidationError(index, row.get("id") if isinstance(row, Mapping) else None,
-                                                  "rewards" if isinstance(row, Mapping) and "messages" in row else "messages",
-                                                  problem)
+                is_object = isinstance(row, Mapping)
+                problem = "missing" if is_object else f"expected an object, got {type(row).__name__}"
+                field = "rewards" if is_object and "messages" in row else "messages"
+                error = TrajectoryValidationError(index, row.get("id") if is_object else None, field, problem)
                 raise _located(error, str(file), None, hint=_format_hint(file_rows, file))
         rows.extend(file_rows)
     return to_dataset(rows, validate=False)
@@ -201,7 +203,9 @@ class EmptyDatasetError(ValueError):
     """A file, folder or split holds no rows."""
 
 
-def _located(error: TrajectoryValidationError, source: str, split: str | None, hint: str = "") -> TrajectoryValidationError:
+def _located(
+    error: TrajectoryValidationError, source: str, split: str | None, hint: str = ""
+) -> TrajectoryValidationError:
     where = f"{source}" + (f", split {split!r}" if split else "")
     return TrajectoryValidationError(error.index, error.row_id, error.field, f"{error.problem} (in {where}){hint}")
 

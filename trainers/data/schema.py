@@ -115,7 +115,8 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
     if len(rewards) != n_assistant:
         fail("rewards", f"rewards length mismatch: {len(rewards)} rewards for {n_assistant} assistant turns")
     for turn, reward in enumerate(rewards):
-        if reward is None or isinstance(reward, bool) or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+        is_number = isinstance(reward, numbers.Real) and not isinstance(reward, bool)
+        if not is_number or not math.isfinite(reward):
             fail(f"rewards[{turn}]", f"reward must be a finite number, got {reward!r}")
         if abs(reward) > FLOAT32_MAX:
             fail(f"rewards[{turn}]", f"reward {reward!r} does not fit the float32 rewards column (|r| <= 3.4e38) "
@@ -127,7 +128,8 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
                        "'false' or 'no' would otherwise be read as true")
     for field in _TEXT_FIELDS:
         value = row.get(field)
-        if value is not None and not isinstance(value, str) and not (field == "metadata" and isinstance(value, Mapping)):
+        encoded_later = field == "metadata" and isinstance(value, Mapping)  # to_dataset writes it as JSON
+        if value is not None and not isinstance(value, str) and not encoded_later:
             fail(field, f"must be a string, got {type(value).__name__} {value!r}")
         if isinstance(value, str):
             _check_text(value, field, fail)
@@ -145,7 +147,8 @@ def validate_trajectories(rows: Iterable[Mapping[str, Any]], *, require_category
     first_row_of: dict[str, int] = {}
     for index, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise TrajectoryValidationError(index, None, "row", f"expected an object with 'messages' and 'rewards', got {type(row).__name__}")
+            problem = f"expected an object with 'messages' and 'rewards', got {type(row).__name__}"
+            raise TrajectoryValidationError(index, None, "row", problem)
         validate_row(row, index, require_category=require_category)
         row_id = row.get("id")
         if row_id not in (None, ""):
@@ -187,7 +190,7 @@ def make_trajectory(
 
 
 def to_dataset(rows: list[dict[str, Any]], *, validate: bool = True) -> datasets.Dataset:
-    """Validate rows and build a :class:`datasets.Dataset` with :data:`TRAJECTORY_FEATURES` (empty rows: an empty one)."""
+    """Validate rows and build a :class:`datasets.Dataset` with :data:`TRAJECTORY_FEATURES` (no rows: an empty one)."""
     if validate:
         validate_trajectories(rows)
     rows = [dict(row) for row in rows]

@@ -376,8 +376,8 @@ def validate_weight_column(dataset: datasets.Dataset, where: str = "dataset") ->
 
     total = 0.0
     for index, weight in enumerate(dataset["weight"]):
-        if weight is None or isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
-                or weight < 0:
+        is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not is_number or not math.isfinite(weight) or weight < 0:
             raise ValueError(
                 f"{where}: {_row_label(dataset, index)}, field 'weight': must be a finite number >= 0, got {weight!r}"
             )
