@@ -297,3 +297,18 @@ def test_bad_policy_config_json(full_fine_tune_folder, edit, problem):
     config_file.write_text(edit(json.loads(config_file.read_text())))
     with pytest.raises(CorruptFileError, match=rf"(?s)'{config_file}'.*{problem}"):
         ValueHeadPolicy.from_pretrained(full_fine_tune_folder, check_name=False)
+
+
+def test_integer_ids_are_accepted_and_compared_as_stored(tmp_path):
+    assert load_trajectories(_write(tmp_path, [_row(0, id=7), _row(1, id=8)]))["id"] == ["7", "8"]
+    with pytest.raises(TrajectoryValidationError, match=r"row 1 \(id='7'\), field 'id': duplicate id"):
+        load_trajectories(_write(tmp_path, [_row(0, id=7), _row(1, id="7")]))
+
+
+def test_truncated_base_model_weights_are_named_when_the_trainer_loads_them(tmp_path, tiny_llama_path, tiny_tokenizer):
+    folder = shutil.copytree(tiny_llama_path, tmp_path / "model")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+    args = OfflineRLConfig(output_dir=str(tmp_path / "out"), max_steps=1, report_to=[], use_cpu=True, bf16=False)
+    with pytest.raises(CorruptFileError, match=rf"'{weights}' is not a readable safetensors file"):
+        OfflineRLTrainer(str(folder), args, train_dataset=to_dataset([_row(0)]), processing_class=tiny_tokenizer)

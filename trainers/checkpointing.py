@@ -279,7 +279,8 @@ class CrashSafeCheckpointMixin:
                 skipped = "".join(f"\n  {path}: {reason}" for path, reason in incomplete.items())
                 raise IncompleteCheckpointError(
                     f"resume_from_checkpoint=True: no complete checkpoint in {str(output_dir)!r}"
-                    + (f"; skipped:{skipped}" if skipped else " (it holds no checkpoint-N folder)")
+                    + (f"; skipped:{skipped}\n(a checkpoint written without {COMPLETE_MARKER}, by an older version, "
+                       "resumes when its path is passed explicitly)" if skipped else " (it holds no checkpoint-N folder)")
                 )
             logger.info("resuming from %s", latest)
             resume_from_checkpoint = str(latest)

@@ -281,6 +281,13 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
     def _load_model(name: str, args: OfflineRLConfig) -> PreTrainedModel:
         from .models import load_causal_lm
 
+        if os.path.isdir(name):
+            from pathlib import Path
+
+            from .modeling.policy import check_weight_files
+
+            check_weight_files(Path(name))  # a truncated weights file is named before the loader fails on it
+
         kwargs = dict(args.model_init_kwargs or {})
         if args.load_in_4bit:
             from transformers import BitsAndBytesConfig

@@ -128,8 +128,12 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
                        "'false' or 'no' would otherwise be read as true")
     for field in _TEXT_FIELDS:
         value = row.get(field)
-        encoded_later = field == "metadata" and isinstance(value, Mapping)  # to_dataset writes it as JSON
-        if value is not None and not isinstance(value, str) and not encoded_later:
+        # to_dataset writes dict metadata as JSON; Arrow writes an integer id as its digits
+        if field == "metadata":
+            converted = isinstance(value, Mapping)
+        else:
+            converted = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and not isinstance(value, str) and not converted:
             fail(field, f"must be a string, got {type(value).__name__} {value!r}")
         if isinstance(value, str):
             _check_text(value, field, fail)
@@ -152,11 +156,12 @@ def validate_trajectories(rows: Iterable[Mapping[str, Any]], *, require_category
         validate_row(row, index, require_category=require_category)
         row_id = row.get("id")
         if row_id not in (None, ""):
-            if row_id in first_row_of:
+            key = str(row_id)  # as stored: an integer id becomes its digits
+            if key in first_row_of:
                 raise TrajectoryValidationError(
-                    index, row_id, "id", f"duplicate id: row {first_row_of[row_id]} has the same id; ids must be unique"
+                    index, row_id, "id", f"duplicate id: row {first_row_of[key]} has the same id; ids must be unique"
                 )
-            first_row_of[row_id] = index
+            first_row_of[key] = index
         count += 1
     return count
 

@@ -317,7 +317,7 @@ class ValueHeadPolicy(nn.Module):
             if base_model is not None:
                 _check_full_fine_tune_base(directory, base_model, heads)
             _check_base_config(directory, heads)
-            _check_weight_files(directory)
+            check_weight_files(directory)
             try:
                 base = AutoModelForCausalLM.from_pretrained(str(directory), **load_kwargs)
             except (OSError, ValueError, TypeError) as error:
@@ -426,7 +426,7 @@ def _check_base_config(directory: Path, heads: ValueHeads) -> None:
         raise CorruptFileError(f"{str(path)!r}: " + "; ".join(problems) + hint)
 
 
-def _check_weight_files(directory: Path) -> None:
+def check_weight_files(directory: Path) -> None:
     """Open every safetensors file's header, so a truncated file is reported with its path."""
     for file in sorted(directory.glob("*.safetensors")):
         load_safetensors_file(file, header_only=True)
