@@ -277,10 +277,12 @@ class CrashSafeCheckpointMixin:
             if latest is None:
                 _, incomplete = list_checkpoints(output_dir)
                 skipped = "".join(f"\n  {path}: {reason}" for path, reason in incomplete.items())
+                detail = " (it holds no checkpoint-N folder)"
+                if skipped:
+                    detail = (f"; skipped:{skipped}\n(a checkpoint written without {COMPLETE_MARKER}, by an older "
+                              "version, resumes when its path is passed explicitly)")
                 raise IncompleteCheckpointError(
-                    f"resume_from_checkpoint=True: no complete checkpoint in {str(output_dir)!r}"
-                    + (f"; skipped:{skipped}\n(a checkpoint written without {COMPLETE_MARKER}, by an older version, "
-                       "resumes when its path is passed explicitly)" if skipped else " (it holds no checkpoint-N folder)")
+                    f"resume_from_checkpoint=True: no complete checkpoint in {str(output_dir)!r}{detail}"
                 )
             logger.info("resuming from %s", latest)
             resume_from_checkpoint = str(latest)
