@@ -24,8 +24,8 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -321,7 +321,9 @@ class ValueHeadPolicy(nn.Module):
             try:
                 base = AutoModelForCausalLM.from_pretrained(str(directory), **load_kwargs)
             except (OSError, ValueError, TypeError) as error:
-                raise type(error)(f"{str(directory)!r}: cannot load the fine-tuned model ({error})") from error
+                raise CorruptFileError(
+                    f"{str(directory)!r}: cannot load the fine-tuned model ({type(error).__name__}: {error})"
+                ) from error
             base_name = recorded
         # check before attaching the adapter, so that a wrong base fails with the heads' clear message
         heads.check_compatible(unwrap_base(base), base_model_name=base_name, check_name=check_name)
