@@ -147,7 +147,8 @@ def test_split_on_converted_lmrl_data():
     # categories come from the converters: 20Q word classes and car brands
     records = read_json_records(DATA / "lmrl_twenty_questions.json")
     rows = convert_twenty_questions(records) + convert_car_dealer(read_json_records(DATA / "lmrl_car_dealer.json"))
-    ds = to_dataset(rows * 3)  # duplicate rows (ids repeat) so held-out categories have several rows
+    # each row three times (ids made unique) so that held-out categories have several rows
+    ds = to_dataset([{**row, "id": f"{row['id']}-copy{k}"} for k in range(3) for row in rows])
     splits = split_by_category(ds, train_category_fraction=0.5, val_split=0.34, seed=0)
     assert set(list(splits["train"]["category"])).isdisjoint(list(splits["eval"]["category"]))
     assert len(splits["train"]) + len(splits["val"]) + len(splits["eval"]) == len(ds)

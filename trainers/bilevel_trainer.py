@@ -684,10 +684,8 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         }
 
     # ------------------------------------------------------------------------------ saving / resuming
-    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        if not self.args.should_save or not self.args.is_bilevel:
+    def _save_extra_artifacts(self, output_dir: str, state_dict: dict | None = None) -> None:
+        if not self.args.is_bilevel:
             return
         name = base_model_name(self.policy.base) or self.psi_heads.base_model_name
         if name and not self.psi_heads.base_model_name:
@@ -709,16 +707,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         temporary.write_text(json.dumps(self.bilevel_state(), indent=2, sort_keys=True))
         os.replace(temporary, Path(output_dir) / STATE_FILE)
 
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if not self.args.is_bilevel or not self.args.should_save:
-            return
-        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        temporary = folder / f".{PHI_OPTIMIZER_FILE}.tmp"
-        torch.save(self.reweighting_optimizer.state_dict(), temporary)
-        os.replace(temporary, folder / PHI_OPTIMIZER_FILE)
+    def _save_checkpoint_extras(self, checkpoint_dir: str) -> None:
+        if self.args.is_bilevel and self.args.should_save:
+            torch.save(self.reweighting_optimizer.state_dict(), Path(checkpoint_dir) / PHI_OPTIMIZER_FILE)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -235,6 +235,9 @@ def atomic_save(directory: str | os.PathLike) -> Iterator[Path]:
     if target.exists() and not target.is_dir():
         raise NotADirectoryError(f"cannot save into {str(target)!r}: it exists and is not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
+    # folders a killed save left behind (its staging copy, or the old version it was swapping out)
+    for stale in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging

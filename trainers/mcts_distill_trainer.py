@@ -89,6 +89,9 @@ class MCTSDistillTrainer(SFTTrainer):
             mcts_results = run_mcts(forest, iterations=args.mcts_iterations, exploration_constant=args.exploration_constant)
         if mcts_results is not None:
             self.mcts_results = list(mcts_results)
+            if not self.mcts_results:  # nothing was explored, which is not the same as every exploration failing
+                what = "the forest has no trees" if forest is not None else "mcts_results is empty"
+                raise NoBestPathsError(f"{what}: there are no tasks to imitate; build it from explorations first")
             rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value)
             if not rows:
                 raise NoBestPathsError(

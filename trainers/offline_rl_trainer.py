@@ -10,13 +10,19 @@ the ILQL target heads. What this class adds:
 * ``compute_loss`` = ``dot(normalised weights, per-trajectory losses)`` with the weights from a
   ``weight`` column (uniform when absent);
 * :meth:`OfflineRLTrainer.compute_per_trajectory_losses` ``(model, inputs, heads=None) -> (losses
-  [B], metrics)``: the seam for :class:`trainers.BilevelReweightTrainer`, which evaluates several
-  heads on one backbone and weights the losses itself;
+  [B], metrics)``: per-trajectory losses for any heads on the policy's backbone, for subclasses that
+  weight the losses themselves (:class:`trainers.BilevelReweightTrainer` does not call it: it runs a
+  whole phase inside one forward of its ``BilevelPolicy``, so that DDP / DeepSpeed see one graph);
 * the Polyak target update after every optimizer step (ILQL), as a callback;
 * metrics (Q, V, TD error, CQL, BC) averaged over the logging window;
 * ``save_model`` / checkpoints write the :class:`ValueHeadPolicy` folder layout (adapter or model +
   ``value_heads/`` + ``offline_rl_policy.json``) that :func:`trainers.modeling.load_value_guided_policy`
-  loads, and resume loads it back (heads and targets included);
+  loads, and resume loads it back (heads and targets included). Checkpoints are crash-safe
+  (:class:`trainers.checkpointing.CrashSafeCheckpointMixin`: staged, then renamed into place;
+  ``resume_from_checkpoint=True`` takes the newest complete one); subclasses add files to a save
+  with :meth:`OfflineRLTrainer._save_extra_artifacts` and to a checkpoint with ``_save_checkpoint_extras``;
+* the datasets are checked before training: trajectory rows against the schema, pre-tokenized rows
+  for equal column lengths, a ``weight`` column for finite, non-negative, not-all-zero values;
 * optional live evaluation: every ``eval_rollout_steps`` steps the value-guided policy plays
   ``eval_env`` through the rollout harness (:func:`env_rollout_fn`, or any ``rollout_fn``); see
   :class:`RolloutEvalCallback`. ``evaluate_rollouts(beta=0)`` scores the unguided base policy.
@@ -37,7 +43,15 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, set_seed
 
-from .data.tokenization import TOKENIZED_COLUMNS, TrajectoryCollator, prepare_tokenizer, tokenize_dataset
+from .checkpointing import CrashSafeCheckpointMixin
+from .data.tokenization import (
+    TOKENIZED_COLUMNS,
+    TrajectoryCollator,
+    prepare_tokenizer,
+    tokenize_dataset,
+    validate_tokenized,
+    validate_weight_column,
+)
 from .losses.offline_rl import OfflineRLLossConfig, weighted_loss
 from .modeling.guidance import ValueGuidedLogitsProcessor
 from .modeling.policy import ValueHeadPolicy, is_peft_model
@@ -121,7 +135,7 @@ def env_rollout_fn(policy, env, *, episodes, max_new_tokens, temperature, tokeni
     return {"return_mean": result.mean_return, "return_stderr": result.stderr, "success_rate": result.success_rate}
 
 
-class OfflineRLTrainer(Trainer):
+class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
     """Train value heads (MC returns or ILQL) on a causal LM from offline trajectories.
 
     Args:
@@ -267,6 +281,13 @@ class OfflineRLTrainer(Trainer):
     def _load_model(name: str, args: OfflineRLConfig) -> PreTrainedModel:
         from .models import load_causal_lm
 
+        if os.path.isdir(name):
+            from pathlib import Path
+
+            from .modeling.policy import check_weight_files
+
+            check_weight_files(Path(name))  # a truncated weights file is named before the loader fails on it
+
         kwargs = dict(args.model_init_kwargs or {})
         if args.load_in_4bit:
             from transformers import BitsAndBytesConfig
@@ -294,6 +315,10 @@ class OfflineRLTrainer(Trainer):
     @staticmethod
     def _prepare_dataset(dataset, tokenizer, args: OfflineRLConfig, split: str):
         columns = set(dataset.column_names)
+        if len(dataset) == 0:
+            raise ValueError(f"{split} dataset has no rows: there is nothing to train or evaluate on")
+        if "weight" in columns:
+            validate_weight_column(dataset, f"{split} dataset")
         if "input_ids" in columns:
             missing = [c for c in TOKENIZED_COLUMNS if c not in columns]
             if missing:
@@ -301,6 +326,7 @@ class OfflineRLTrainer(Trainer):
                     f"{split} dataset is pre-tokenized but lacks {missing}; tokenize it with "
                     "trainers.data.tokenization.tokenize_dataset or pass trajectory-schema rows"
                 )
+            validate_tokenized(dataset, f"{split} dataset")
             return dataset
         if "messages" not in columns or "rewards" not in columns:
             raise ValueError(
@@ -338,7 +364,12 @@ class OfflineRLTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
         losses, metrics = self.compute_per_trajectory_losses(model, inputs)
-        loss = weighted_loss(losses, inputs.get("weights"))
+        weights = inputs.get("weights")
+        if weights is not None and not weights.requires_grad and float(weights.sum()) == 0.0:
+            # a batch drawn only from weight-0 rows (the column was checked: >= 0, not all zero) teaches nothing
+            loss = (losses * 0.0).sum()
+        else:
+            loss = weighted_loss(losses, weights)
         mode = "train" if self.model.training else "eval"
         for name, value in metrics.items():
             self._metrics[mode][name].append(float(value))
@@ -387,8 +418,13 @@ class OfflineRLTrainer(Trainer):
             beta=self.args.beta,
             state_dict=state_dict,
             extra={"gamma": self.args.gamma, "tau": self.args.tau, "cql_weight": self.args.cql_weight},
+            # before the policy's completeness marker: a folder with the marker holds one save, not a mix
+            extra_artifacts=lambda directory: self._save_extra_artifacts(str(directory), state_dict),
         )
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _save_extra_artifacts(self, output_dir: str, state_dict: dict | None = None) -> None:
+        """Hook: write subclass artifacts into a save; runs before the folder is marked complete."""
 
     def _training_details(self) -> str:
         a = self.args

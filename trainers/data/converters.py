@@ -5,12 +5,14 @@ Supported formats (each converter returns schema rows, see :func:`to_dataset`):
 * ``"eto"``: ETO / TraTree agent trajectories. A record is ``{"id", "conversations": [{"from":
   "human"|"gpt", "value"}...], "reward"}`` (golden SFT files) or ``{"meta": {"reward", "success",
   ...}, "conversations": [...]}`` (evaluation outputs), or the ``role``/``content`` variant (a bare
-  list of messages, as in ``/work/shared/data/*/example_trajectory_eto_format.json``). The opening
+  list of messages, as in the example trajectories ETO publishes). The opening
   instruction turn (a human turn acknowledged by a ``gpt`` "OK") becomes the system message;
   in-context example episodes that precede the real task are recognised (see
   :func:`split_in_context_examples`) and dropped, or folded into the system message as text with
   ``in_context_examples="system"`` (never kept as actions: their rewards are unknown). The record's
-  reward goes on the last assistant turn.
+  reward goes on the last assistant turn; the other ``meta`` fields (steps, terminate reason, ...)
+  go into ``metadata``; the category is the task name of ScienceWorld-style ids (``boil_1`` ->
+  ``boil``) unless the record has a ``category`` field.
 * ``"twenty_questions"``: LMRL-Gym twenty questions, ``{"lines": ["Is it an animal? No.", ...],
   "correct": bool, "word": [variants]}``. The agent asks (assistant), the oracle answers (user).
 * ``"car_dealer"``: LMRL-Gym car dealer, ``{"buyer_info": {...}, "lines": [{"role": "Seller" |
@@ -41,6 +43,7 @@ from typing import Any
 import datasets
 
 from .schema import TrajectoryValidationError, make_trajectory, to_dataset, validate_row
+from .twenty_questions_words import TWENTY_QUESTIONS_CATEGORIES, twenty_questions_category  # noqa: F401 - re-exported
 
 
 class ConversionError(ValueError):
@@ -74,23 +77,25 @@ def read_json_records(path: str | Path) -> list[Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.suffix == ".jsonl":
+        from .hub_io import read_text_file
+
         records = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
+        for number, line in enumerate(read_text_file(path).splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg})") from error
         return records
     data = _load_json(path)
     return data if isinstance(data, list) else [data]
 
 
 def _load_json(file: Path) -> Any:
+    from .hub_io import read_text_file
+
     try:
-        with file.open(encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(read_text_file(file))
     except json.JSONDecodeError as error:
         raise ValueError(f"{file}, line {error.lineno}: not valid JSON ({error.msg})") from error
 
@@ -225,6 +230,17 @@ def _dig(record: Any, dotted: str) -> Any:
     return value
 
 
+#: ``meta`` fields that become columns (``rewards``, ``success``, ``done``) rather than metadata.
+_ETO_META_COLUMNS = ("reward", "success", "finished")
+_TASK_ID = re.compile(r"^([A-Za-z][A-Za-z0-9-]*?)[_-]\d+$")
+
+
+def eto_task_category(record_id: Any) -> str:
+    """The task name of a ScienceWorld-style id (``"boil_1"`` -> ``"boil"``); ``""`` for other ids."""
+    match = _TASK_ID.match(str(record_id or ""))
+    return match.group(1) if match else ""
+
+
 def convert_eto(
     records: Iterable[Any],
     *,
@@ -246,7 +262,8 @@ def convert_eto(
         default_reward: reward for records with neither ``meta.reward`` nor ``reward`` (e.g. the
             in-context demonstrations, which are successful by construction: pass 1.0). ``None``
             makes a missing reward an error.
-        category_of: ``(record, messages) -> category``; default: the record's ``category`` field.
+        category_of: ``(record, messages) -> category``; default: the record's ``category`` field, else
+            the task name of a ScienceWorld-style id (:func:`eto_task_category`).
         source: value of the ``source`` column.
         source_name: file name used in error messages.
     """
@@ -293,7 +310,11 @@ def convert_eto(
         if success is None:
             success = _dig(meta, "success")
         finished = _dig(meta, "meta.finished")
-        category = category_of(record, messages) if category_of else str(_dig(meta, "category") or "")
+        if category_of is not None:
+            category = category_of(record, messages)
+        else:
+            category = str(_dig(meta, "category") or "") or eto_task_category(record_id)
+        recorded_meta = meta.get("meta") if isinstance(meta.get("meta"), Mapping) else {}
         rows.append(
             make_trajectory(
                 messages,
@@ -305,11 +326,12 @@ def convert_eto(
                 done=True if finished is None else bool(finished),
                 success=None if success is None else bool(success),
                 metadata={
+                    # the source's own fields first, so that they cannot overwrite the conversion's record
+                    **{key: value for key, value in recorded_meta.items() if key not in _ETO_META_COLUMNS},
                     "format": "eto",
                     "reward_field": reward_field,
                     "in_context_turns": len(icl),
                     "in_context_examples": in_context_examples if icl else "none",
-                    **({"terminate_reason": meta["meta"]["terminate_reason"]} if _dig(meta, "meta.terminate_reason") else {}),
                 },
             )
         )
@@ -320,49 +342,12 @@ def convert_eto(
 # --------------------------------------------------------------------------------------------
 # LMRL-Gym twenty questions
 
-#: LMRL-Gym's word list by category (BOOST appendix E.1, Table 3). Variants are ";"-separated.
-TWENTY_QUESTIONS_CATEGORIES: dict[str, tuple[str, ...]] = {
-    "Sports": ("Basketball", "Football", "Baseball", "Soccer ball", "Golf ball", "Tennis ball", "Volleyball", "Tennis racket", "Baseball bat", "Helmet"),
-    "Animals": ("Cat", "Dog", "Horse", "Cow", "Sheep", "Rabbit", "Lion", "Tiger", "Bear", "Elephant"),
-    "Fruits": ("Apple", "Banana", "Orange", "Strawberry", "Grape", "Watermelon", "Pineapple", "Mango", "Cantaloupe", "Peach"),
-    "Vehicles": ("Car", "Truck", "Motorcycle", "Boat", "Airplane;Plane", "Train", "Bus", "Helicopter", "Scooter", "Ship"),
-    "Clothes": ("Shirt", "Pants;Pant;Pair of pants", "Jacket", "Dress", "Skirt", "Belt", "Shoes;Shoe;Pair of shoes", "Boots;Boot;Pair of boots", "Socks;Sock;Pair of socks", "Hat", "Scarf"),
-    "Electronics": ("Computer", "Smartphone", "Television;TV", "Headphone;Headphones;Pair of headphones", "Monitor;Computer monitor", "Camera", "Microwave;Microwave oven", "Refrigerator", "Blender", "Computer keyboard;Keyboard"),
-    "Musical Instruments": ("Piano", "Guitar", "Drum;Drums", "Violin", "Saxophone", "Flute", "Trumpet", "Clarinet", "Harp", "Trombone"),
-    "Furniture": ("Chair", "Table", "Bed", "Desk", "Couch", "Dresser", "Bookcase", "Nightstand", "Mattress", "Pillow"),
-    "Office Supplies": ("Pen", "Paper;Piece of paper", "Stapler", "Printer", "Calculator", "Battery;Battery pack;Pack of batteries", "Toothbrush", "Toothpaste", "Pencil", "Sharpie", "Scissors;Pair of scissors", "Key", "Diary", "Calendar"),
-    "Vegetables": ("Carrot", "Potato", "Broccoli", "Tomato", "Onion", "Spinach", "Corn", "Peas;Pea", "Celery", "Cucumber"),
-    "Art": ("Painting;Canvas painting;Oil painting;Watercolor painting", "Paintbrush", "Canvas;Painting canvas", "Eraser;Pencil eraser", "Marker", "Glue;Glue stick;Bottle of glue", "Sculpture"),
-    "Kitchen Tools": ("Knife", "Spoon", "Fork", "Plate", "Bowl", "Cooking pot;Pot", "Pan;Saucepan;Frying pan", "Cup", "Chopstick;Chopsticks;Pair of chopsticks", "Whisk"),
-    "Nature": ("Rock", "Tree", "Bush", "Mountain", "Forest", "Ocean", "Sea", "Lake", "River", "Meteorite", "Cactus"),
-    "Toys": ("Lego;Lego set", "Doll;Toy doll;Plush doll", "Kite", "Puzzle;Jigsaw puzzle", "Stuffed animal"),
-    "Jewelry": ("Earring;Earrings;Pair of earrings", "Necklace", "Bracelet", "Ring", "Brooch", "Hairclip", "Pendant", "Watch", "Locket"),
-    "Garden Supplies": ("Gloves;Glove;Pair of gloves", "Shovel", "Rake", "Watering can", "Lawn mower"),
-    "Tools": ("Hammer", "Screwdriver", "Wrench", "Saw", "Pliers;plier;Pair of pliers", "Drill"),
-}
-_WORD_CATEGORY = {
-    variant.lower(): category
-    for category, words in TWENTY_QUESTIONS_CATEGORIES.items()
-    for word in words
-    for variant in word.split(";")
-}
-
 TWENTY_QUESTIONS_SYSTEM_PROMPT = (
     "You are playing Twenty Questions. A hidden object has been chosen. Each turn, ask one yes/no "
     "question; the oracle answers Yes or No. Identify the object in as few questions as possible "
     "(at most twenty); guess it by asking, e.g., 'Is it a cat?'."
 )
 TWENTY_QUESTIONS_FIRST_OBSERVATION = "Questions:"
-
-
-def twenty_questions_category(word: str | Sequence[str]) -> str:
-    """Category of a twenty-questions word (any variant), or ``""`` when it is not in the table."""
-    variants = word.split(";") if isinstance(word, str) else list(word)
-    for variant in variants:
-        category = _WORD_CATEGORY.get(str(variant).strip().lower())
-        if category:
-            return category
-    return ""
 
 
 def split_question_answer(line: str) -> tuple[str, str]:
@@ -598,5 +583,11 @@ def load_trajectories(path: str | Path, format: str, **kwargs) -> datasets.Datas
     if format not in CONVERTERS:
         raise ValueError(f"unknown format {format!r}; expected one of {sorted(CONVERTERS)}")
     records = read_json_records(path)
+    if not records:
+        raise ValueError(f"{path}: holds no records to convert")
     kwargs.setdefault("source_name", str(path))
-    return to_dataset(CONVERTERS[format](records, **kwargs))
+    rows = CONVERTERS[format](records, **kwargs)
+    try:
+        return to_dataset(rows)
+    except TrajectoryValidationError as error:  # e.g. a duplicate id, which no single record shows
+        raise ConversionError(error.index, error.field, error.problem, str(path)) from error

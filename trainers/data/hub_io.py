@@ -30,6 +30,7 @@ from trainers.data.schema import TrajectoryValidationError, to_dataset, validate
 from trainers.hub import atomic_save, push_folder, render_card
 
 __all__ = [
+    "EmptyDatasetError",
     "load_trajectories",
     "save_trajectories",
     "push_trajectories",
@@ -42,19 +43,70 @@ _FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 # -------------------------------------------------------------------------------------------- read
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+def read_text_file(path: Path) -> str:
+    """A file's UTF-8 text; other encodings fail with the file and the first bad byte's offset."""
+    data = path.read_bytes()
     try:
-        if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            payload = json.loads(text)
-            rows = payload if isinstance(payload, list) else payload.get("data", payload.get("trajectories"))
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start} cannot be decoded); "
+            "save the file as UTF-8"
+        ) from error
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]]:
+    text = read_text_file(path)
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                problem = f"not valid JSON ({error.msg} at column {error.colno})"
+                raise ValueError(f"{path}, line {number}: {problem}") from error
+        return rows
+    try:
+        payload = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON{' lines' if path.suffix == '.jsonl' else ''} ({error})") from error
+        problem = f"not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        raise ValueError(f"{path}: {problem}") from error
+    rows = payload
+    if isinstance(payload, dict):
+        # {"data": [...]} / {"trajectories": [...]}, else the object is one row (as ETO writes its outputs)
+        rows = next((payload[key] for key in ("data", "trajectories") if key in payload), [payload])
     if not isinstance(rows, list):
         raise ValueError(f"{path}: expected a list of trajectory rows (or {{'data': [...]}}), got {type(rows).__name__}")
     return rows
+
+
+def _format_hint(rows: list[Any], path: Any = "path") -> str:
+    """A pointer to the converter when the rows are in a peer format rather than the trajectory schema."""
+    first = rows[0] if rows else None
+    if isinstance(first, list) or (isinstance(first, Mapping) and "conversations" in first):
+        name = "eto"
+    elif isinstance(first, Mapping) and "lines" in first and "buyer_info" in first:
+        name = "car_dealer"
+    elif isinstance(first, Mapping) and "lines" in first and "word" in first:
+        name = "twenty_questions"
+    else:
+        return ""
+    return (f"; the file looks like the {name!r} format, which needs converting first: "
+            f"trainers.data.converters.load_trajectories({str(path)!r}, {name!r})")
+
+
+def _read_parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise ValueError(
+            f"{path}: not a readable Parquet file ({error}); it is truncated or corrupt: write it again"
+        ) from error
 
 
 def _load_raw(source: str, split: str | None, **kwargs: Any) -> datasets.Dataset | datasets.DatasetDict:
@@ -75,11 +127,13 @@ def _load_raw(source: str, split: str | None, **kwargs: Any) -> datasets.Dataset
             # Through the schema's own builder so that dict metadata becomes the JSON string column and
             # missing optional fields get their defaults (Arrow inference would do neither).
             rows = _read_json_rows(path)
+            if not rows:
+                raise EmptyDatasetError(f"{source}: holds no trajectory rows")
             try:
                 return to_dataset(rows)
             except TrajectoryValidationError as error:
-                raise _located(error, source, split) from error
-        return datasets.load_dataset("parquet", data_files=str(path), split=split or "train", **kwargs)
+                raise _located(error, source, split, hint=_format_hint(rows, source)) from error
+        return _read_files([path], source)
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or path.suffix in _FILE_BUILDERS:
         raise FileNotFoundError(f"{source}: no such file or folder (and not a Hub dataset id 'owner/name')")
     return datasets.load_dataset(source, split=split, **kwargs)
@@ -108,16 +162,26 @@ def _split_files(folder: Path) -> dict[str, list[Path]]:
 
 def _read_files(files: list[Path], where: str) -> datasets.Dataset:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not files:
         raise FileNotFoundError(f"{where}: the split's data files are missing")
     if all(f.suffix == ".parquet" for f in files):
         # Read directly rather than through load_dataset: its cache keys local folders by name and
         # modification time only, so two folders called "traj" could serve each other's rows.
-        table = pa.concat_tables([pq.read_table(f) for f in files])
+        table = pa.concat_tables([_read_parquet(f) for f in files])
         return datasets.Dataset(datasets.table.InMemoryTable(table))
-    rows = [row for f in files for row in _read_json_rows(f)]
+    rows = []
+    for file in files:
+        file_rows = _read_json_rows(file)
+        for index, row in enumerate(file_rows):
+            # only the shape here (full validation follows, once per split): enough to build the columns
+            if not isinstance(row, Mapping) or "messages" not in row or "rewards" not in row:
+                is_object = isinstance(row, Mapping)
+                problem = "missing" if is_object else f"expected an object, got {type(row).__name__}"
+                field = "rewards" if is_object and "messages" in row else "messages"
+                error = TrajectoryValidationError(index, row.get("id") if is_object else None, field, problem)
+                raise _located(error, str(file), None, hint=_format_hint(file_rows, file))
+        rows.extend(file_rows)
     return to_dataset(rows, validate=False)
 
 
@@ -135,16 +199,25 @@ def _load_local_folder(folder: Path, split: str | None) -> datasets.Dataset | da
     return datasets.DatasetDict({name: _read_files(files, f"{folder} split {name!r}") for name, files in splits.items()})
 
 
-def _located(error: TrajectoryValidationError, source: str, split: str | None) -> TrajectoryValidationError:
+class EmptyDatasetError(ValueError):
+    """A file, folder or split holds no rows."""
+
+
+def _located(
+    error: TrajectoryValidationError, source: str, split: str | None, hint: str = ""
+) -> TrajectoryValidationError:
     where = f"{source}" + (f", split {split!r}" if split else "")
-    return TrajectoryValidationError(error.index, error.row_id, error.field, f"{error.problem} (in {where})")
+    return TrajectoryValidationError(error.index, error.row_id, error.field, f"{error.problem} (in {where}){hint}")
 
 
 def _validate(ds: datasets.Dataset, source: str, split: str | None, require_category: bool) -> None:
+    if len(ds) == 0:
+        raise EmptyDatasetError(f"{source}" + (f", split {split!r}" if split else "") + ": holds no trajectory rows")
     try:
         validate_trajectories(ds, require_category=require_category)
     except TrajectoryValidationError as error:
-        raise _located(error, source, split) from error
+        hint = _format_hint([ds[0]], source) if error.field == "messages" and "conversations" in ds.column_names else ""
+        raise _located(error, source, split, hint) from error
 
 
 def load_trajectories(

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import datasets
+import numpy
 
 #: The sources a trajectory can come from. Free-form strings are allowed; these are the known ones.
 KNOWN_SOURCES = ("real", "synthetic", "weak", "expert")
@@ -36,6 +37,9 @@ TRAJECTORY_FEATURES = datasets.Features(
 )
 
 REQUIRED_FIELDS = ("messages", "rewards")
+#: Largest magnitude a float32 ``rewards`` value can hold; beyond it Arrow stores inf.
+FLOAT32_MAX = 3.4028234663852886e38
+_TEXT_FIELDS = ("id", "task_id", "category", "source", "metadata")
 
 
 class TrajectoryValidationError(ValueError):
@@ -49,9 +53,23 @@ class TrajectoryValidationError(ValueError):
         super().__init__(f"{where}, field '{field}': {problem}")
 
 
+def _check_text(value: str, field: str, fail) -> None:
+    """Arrow stores UTF-8: a lone surrogate (half of a cut emoji escape like ``\\ud83d``) cannot be stored."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        fail(field, f"character {error.start} is a lone surrogate {value[error.start]!r}, which is not valid "
+                    "Unicode text (often a JSON \\uXXXX escape pair cut in half); repair or drop that character")
+
+
 def _check_messages(messages: Any, fail) -> int:
     """Return the number of assistant turns, calling ``fail(field, problem)`` on the first error."""
-    if not isinstance(messages, (list, tuple)) or len(messages) == 0:
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, (list, tuple)):
+        fail("messages", f"must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
+                         + (f" {messages[:60]!r}" if isinstance(messages, str) else ""))
+    if len(messages) == 0:
         fail("messages", "empty trajectory: at least one user and one assistant message are needed")
     previous = None
     n_assistant = 0
@@ -63,6 +81,7 @@ def _check_messages(messages: Any, fail) -> int:
             fail(f"messages[{position}].role", f"unknown role {role!r} (expected system, user or assistant)")
         if not isinstance(content, str):
             fail(f"messages[{position}].content", f"content must be a string, got {type(content).__name__}")
+        _check_text(content, f"messages[{position}].content", fail)
         if role == "system" and position != 0:
             fail(f"messages[{position}].role", "a system message may only come first")
         if role == "user" and previous == "user":
@@ -96,8 +115,28 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
     if len(rewards) != n_assistant:
         fail("rewards", f"rewards length mismatch: {len(rewards)} rewards for {n_assistant} assistant turns")
     for turn, reward in enumerate(rewards):
-        if reward is None or not isinstance(reward, numbers.Real) or not math.isfinite(reward):
+        is_number = isinstance(reward, numbers.Real) and not isinstance(reward, bool)
+        if not is_number or not math.isfinite(reward):
             fail(f"rewards[{turn}]", f"reward must be a finite number, got {reward!r}")
+        if abs(reward) > FLOAT32_MAX:
+            fail(f"rewards[{turn}]", f"reward {reward!r} does not fit the float32 rewards column (|r| <= 3.4e38) "
+                                     "and would be stored as inf; rescale the rewards")
+    for flag in ("done", "success"):
+        value = row.get(flag)
+        if value is not None and not isinstance(value, (bool, numpy.bool_)):
+            fail(flag, f"must be true or false (a boolean), got {value!r} ({type(value).__name__}); a string like "
+                       "'false' or 'no' would otherwise be read as true")
+    for field in _TEXT_FIELDS:
+        value = row.get(field)
+        # to_dataset writes dict metadata as JSON; Arrow writes an integer id as its digits
+        if field == "metadata":
+            converted = isinstance(value, Mapping)
+        else:
+            converted = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and not isinstance(value, str) and not converted:
+            fail(field, f"must be a string, got {type(value).__name__} {value!r}")
+        if isinstance(value, str):
+            _check_text(value, field, fail)
     if require_category and not row.get("category"):
         fail("category", "missing category, which a category split needs")
 
@@ -105,11 +144,24 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
 def validate_trajectories(rows: Iterable[Mapping[str, Any]], *, require_category: bool = False) -> int:
     """Validate every row (a ``datasets.Dataset`` or any iterable of dicts); return the row count.
 
-    Nothing is dropped: the first bad row raises with its index, id and field.
+    Nothing is dropped: the first bad row raises with its index, id and field. Non-empty ids must
+    be unique (learned weights and splits are keyed by id).
     """
     count = 0
+    first_row_of: dict[str, int] = {}
     for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            problem = f"expected an object with 'messages' and 'rewards', got {type(row).__name__}"
+            raise TrajectoryValidationError(index, None, "row", problem)
         validate_row(row, index, require_category=require_category)
+        row_id = row.get("id")
+        if row_id not in (None, ""):
+            key = str(row_id)  # as stored: an integer id becomes its digits
+            if key in first_row_of:
+                raise TrajectoryValidationError(
+                    index, row_id, "id", f"duplicate id: row {first_row_of[key]} has the same id; ids must be unique"
+                )
+            first_row_of[key] = index
         count += 1
     return count
 
@@ -143,10 +195,12 @@ def make_trajectory(
 
 
 def to_dataset(rows: list[dict[str, Any]], *, validate: bool = True) -> datasets.Dataset:
-    """Validate rows and build a :class:`datasets.Dataset` with :data:`TRAJECTORY_FEATURES`."""
-    rows = [dict(row) for row in rows]
+    """Validate rows and build a :class:`datasets.Dataset` with :data:`TRAJECTORY_FEATURES` (no rows: an empty one)."""
     if validate:
         validate_trajectories(rows)
+    rows = [dict(row) for row in rows]
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in TRAJECTORY_FEATURES}, features=TRAJECTORY_FEATURES)
     for index, row in enumerate(rows):
         row.setdefault("id", f"traj-{index}")
         for key in ("task_id", "category"):

@@ -338,6 +338,56 @@ def tokenize_dataset(
     return tokenized
 
 
+def _row_label(dataset: datasets.Dataset, index: int) -> str:
+    if "id" in dataset.column_names:
+        return f"row {index} (id={dataset[index]['id']!r})"
+    return f"row {index}"
+
+
+def validate_tokenized(dataset: datasets.Dataset, where: str = "dataset") -> None:
+    """Every per-token column of a pre-tokenized row must be as long as its ``input_ids``.
+
+    A shorter ``action_mask`` (say) would be padded with zeros by the collator and train silently
+    on the wrong tokens; this names the first such row and column instead.
+    """
+    import pyarrow.compute as pc
+
+    present = [c for c in TOKENIZED_COLUMNS if c in dataset.column_names]
+    table = dataset.select_columns(present).with_format("arrow")[:]
+    reference = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    empty = (reference == 0).nonzero()[0]
+    if len(empty):
+        raise ValueError(f"{where}: {_row_label(dataset, int(empty[0]))}, field 'input_ids': no tokens")
+    for column in present[1:]:
+        lengths = pc.list_value_length(table.column(column)).to_numpy(zero_copy_only=False)
+        bad = (lengths != reference).nonzero()[0]
+        if len(bad):
+            index = int(bad[0])
+            raise ValueError(
+                f"{where}: {_row_label(dataset, index)}, field {column!r}: {int(lengths[index])} values for "
+                f"{int(reference[index])} input_ids; every per-token column needs one value per token "
+                "(re-tokenize with trainers.data.tokenization.tokenize_dataset)"
+            )
+
+
+def validate_weight_column(dataset: datasets.Dataset, where: str = "dataset") -> None:
+    """A fixed ``weight`` column must be finite and ``>= 0`` on every row and not zero everywhere."""
+    import math
+
+    total = 0.0
+    for index, weight in enumerate(dataset["weight"]):
+        is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not is_number or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"{where}: {_row_label(dataset, index)}, field 'weight': must be a finite number >= 0, got {weight!r}"
+            )
+        total += weight
+    if total == 0:
+        raise ValueError(
+            f"{where}: field 'weight': every one of the {len(dataset)} rows has weight 0, so nothing would be learned"
+        )
+
+
 @dataclass
 class TrajectoryCollator:
     """Pads tokenized trajectories to the longest in the batch (right padding).

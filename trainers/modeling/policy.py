@@ -24,13 +24,15 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .value_heads import ValueHeads
+from ..checkpointing import fsync_dir
+from .value_heads import CorruptFileError, ValueHeads, load_safetensors_file
 
 POLICY_FILE = "offline_rl_policy.json"
 HEADS_SUBFOLDER = "value_heads"
@@ -181,10 +183,22 @@ class ValueHeadPolicy(nn.Module):
         base_model: str | None = None,
         state_dict: dict | None = None,
         extra: dict | None = None,
+        extra_artifacts: Callable[[Path], None] | None = None,
     ) -> None:
-        """Write the folder layout of the module docstring. Each piece is written atomically."""
+        """Write the folder layout of the module docstring; ``offline_rl_policy.json`` marks it complete.
+
+        The folder may hold other things (a trainer's ``output_dir`` holds its checkpoints), so it is
+        rewritten in place: the old marker goes first, every piece is written through a staging
+        folder, ``extra_artifacts(directory)`` adds what a subclass saves beside the policy, and the
+        new marker goes in last. A save that fails or is killed part-way leaves a folder without a
+        marker, which every loader refuses, never new base weights beside old heads.
+        """
         directory = Path(save_directory)
         directory.mkdir(parents=True, exist_ok=True)
+        marker = directory / POLICY_FILE
+        if marker.exists():
+            os.remove(marker)
+            fsync_dir(directory)
         name = base_model or base_model_name(self.base) or self.heads.base_model_name
         # Base weights (adapter or full model): written to a staging folder, then moved in file by file.
         staging = Path(tempfile.mkdtemp(prefix=".policy-base-", dir=directory))
@@ -212,6 +226,8 @@ class ValueHeadPolicy(nn.Module):
         if state_dict is not None:
             heads_state = {k[len("heads."):]: v for k, v in state_dict.items() if k.startswith("heads.")} or None
         self.heads.save_pretrained(directory / HEADS_SUBFOLDER, state_dict=heads_state)
+        if extra_artifacts is not None:
+            extra_artifacts(directory)
         record = {
             "format": POLICY_FORMAT,
             "version": 1,
@@ -225,17 +241,16 @@ class ValueHeadPolicy(nn.Module):
         # written last: its presence marks a complete folder
         temporary = directory / f".{POLICY_FILE}.tmp"
         temporary.write_text(json.dumps(record, indent=2, sort_keys=True))
-        os.replace(temporary, directory / POLICY_FILE)
+        os.replace(temporary, marker)
 
     def load_weights_from(self, directory: str | os.PathLike) -> None:
         """Load adapter / model weights and all heads (incl. targets) from a saved folder, in place (resume)."""
-        import safetensors.torch
-
         directory = Path(directory)
         heads_file = directory / HEADS_SUBFOLDER / "model.safetensors"
         if not heads_file.is_file():
             raise FileNotFoundError(f"{str(heads_file)!r} not found: {str(directory)!r} is not an offline RL policy folder")
-        heads_state = safetensors.torch.load_file(str(heads_file), device=str(self.device))
+        read_policy_record(directory)
+        heads_state = load_safetensors_file(heads_file, device=str(self.device))
         self.heads.load_state_dict(heads_state, strict=True)
         if self.is_peft:
             from peft import set_peft_model_state_dict
@@ -243,7 +258,7 @@ class ValueHeadPolicy(nn.Module):
             adapter_file = directory / "adapter_model.safetensors"
             if not adapter_file.is_file():
                 raise FileNotFoundError(f"{str(adapter_file)!r} not found: the checkpoint has no LoRA adapter")
-            result = set_peft_model_state_dict(self.base, safetensors.torch.load_file(str(adapter_file), device=str(self.device)))
+            result = set_peft_model_state_dict(self.base, load_safetensors_file(adapter_file, device=str(self.device)))
             unexpected = getattr(result, "unexpected_keys", [])
             if unexpected:
                 raise ValueError(f"{str(adapter_file)!r} has tensors this adapter does not: {unexpected[:5]}")
@@ -282,14 +297,7 @@ class ValueHeadPolicy(nn.Module):
 
         directory = resolve_folder(path_or_repo, revision=revision, token=token)
         record_file = directory / POLICY_FILE
-        if not record_file.is_file():
-            raise FileNotFoundError(
-                f"{str(record_file)!r} not found: {str(path_or_repo)!r} is not a folder saved by OfflineRLTrainer / "
-                "ValueHeadPolicy.save_pretrained"
-            )
-        record = json.loads(record_file.read_text())
-        if record.get("format") != POLICY_FORMAT:
-            raise ValueError(f"{str(record_file)!r}: unknown format {record.get('format')!r}")
+        record = read_policy_record(directory)
         load_kwargs: dict[str, Any] = {}
         if dtype is not None:
             load_kwargs["dtype"] = dtype
@@ -306,7 +314,16 @@ class ValueHeadPolicy(nn.Module):
             base = AutoModelForCausalLM.from_pretrained(base_name, **load_kwargs)
         else:
             # a full fine-tune: the folder holds the trained base itself
-            base = AutoModelForCausalLM.from_pretrained(str(directory), **load_kwargs)
+            if base_model is not None:
+                _check_full_fine_tune_base(directory, base_model, heads)
+            _check_base_config(directory, heads)
+            check_weight_files(directory)
+            try:
+                base = AutoModelForCausalLM.from_pretrained(str(directory), **load_kwargs)
+            except (OSError, ValueError, TypeError) as error:
+                raise CorruptFileError(
+                    f"{str(directory)!r}: cannot load the fine-tuned model ({type(error).__name__}: {error})"
+                ) from error
             base_name = recorded
         # check before attaching the adapter, so that a wrong base fails with the heads' clear message
         heads.check_compatible(unwrap_base(base), base_model_name=base_name, check_name=check_name)
@@ -343,18 +360,105 @@ def _peft_state(peft_model, base_state: dict) -> dict:
 
 
 def _load_full_state(directory: Path, device: str) -> dict:
-    import safetensors.torch
-
     single = directory / "model.safetensors"
     if single.is_file():
-        return safetensors.torch.load_file(str(single), device=device)
+        return load_safetensors_file(single, device=device)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
         state = {}
         for shard in sorted(set(json.loads(index.read_text())["weight_map"].values())):
-            state.update(safetensors.torch.load_file(str(directory / shard), device=device))
+            state.update(load_safetensors_file(directory / shard, device=device))
         return state
     raise FileNotFoundError(f"no model.safetensors (or index) in {str(directory)!r}")
+
+
+def read_policy_record(directory: Path) -> dict[str, Any]:
+    """The folder's ``offline_rl_policy.json``; a clear error when it is missing, not JSON or not ours."""
+    record_file = directory / POLICY_FILE
+    if not record_file.is_file():
+        interrupted = (directory / HEADS_SUBFOLDER).is_dir() or any(directory.glob(".policy-base-*"))
+        raise FileNotFoundError(
+            f"{str(record_file)!r} not found: "
+            + (f"{str(directory)!r} holds an incomplete save (it was interrupted or failed before the marker "
+               "was written); save again or use an earlier copy"
+               if interrupted else
+               f"{str(directory)!r} is not a folder saved by OfflineRLTrainer / ValueHeadPolicy.save_pretrained")
+        )
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(record_file)!r} is not valid JSON ({error})") from error
+    if not isinstance(record, dict) or record.get("format") != POLICY_FORMAT:
+        found = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise ValueError(f"{str(record_file)!r}: unknown format {found!r} (expected {POLICY_FORMAT!r})")
+    return record
+
+
+def _check_base_config(directory: Path, heads: ValueHeads) -> None:
+    """The fine-tuned model's ``config.json``: JSON, loadable, and sized like the heads trained on it.
+
+    Transformers keeps an unknown (misspelled) field as an extra attribute and falls back to the
+    default of the field it was meant to be, so a typo shows up as a size that disagrees with the heads.
+    """
+    from transformers import AutoConfig
+
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} not found: the folder is a full fine-tune and needs its model config")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{str(path)!r} is not valid JSON ({error})") from error
+    try:
+        config = AutoConfig.from_pretrained(str(directory))
+    except Exception as error:  # noqa: BLE001 - transformers raises many types here; all are a bad file
+        raise CorruptFileError(f"{str(path)!r}: {type(error).__name__}: {error}") from error
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    problems = [
+        f"{field} {getattr(text_config, field, None)} != {expected} recorded in the value heads"
+        for field, expected in (("hidden_size", heads.hidden_size), ("vocab_size", heads.vocab_size))
+        if getattr(text_config, field, expected) != expected
+    ]
+    if problems:
+        try:
+            unknown = sorted(set(raw) - set(type(config)().to_dict()))
+        except Exception:  # noqa: BLE001 - a config class without defaults: skip the hint
+            unknown = []
+        hint = f"; unknown field(s) {unknown} (misspelled?)" if unknown else ""
+        raise CorruptFileError(f"{str(path)!r}: " + "; ".join(problems) + hint)
+
+
+def check_weight_files(directory: Path) -> None:
+    """Open every safetensors file's header, so a truncated file is reported with its path."""
+    for file in sorted(directory.glob("*.safetensors")):
+        load_safetensors_file(file, header_only=True)
+
+
+def _check_full_fine_tune_base(directory: Path, base_model: Any, heads: ValueHeads) -> None:
+    """A full fine-tune folder holds its own weights: a ``base_model`` that does not even fit them is an error."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(base_model))
+    label = repr(str(base_model))
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    problems = []
+    for field, expected in (("hidden_size", heads.hidden_size), ("vocab_size", heads.vocab_size)):
+        value = getattr(text_config, field, None)
+        if value is not None and value != expected:
+            problems.append(f"{field} {value} != {expected}")
+    if problems:
+        from .value_heads import IncompatibleHeadsError
+
+        raise IncompatibleHeadsError(
+            f"base_model={label} does not fit {str(directory)!r} (a full fine-tune, whose weights are the base): "
+            + "; ".join(problems) + ". Drop base_model= to load the fine-tuned weights the folder holds."
+        )
+    import warnings
+
+    warnings.warn(
+        f"{str(directory)!r} is a full fine-tune: its own weights are loaded and base_model={label} is not used",
+        stacklevel=3,
+    )
 
 
 def _tied_names(model) -> set[str]:

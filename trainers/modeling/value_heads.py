@@ -24,6 +24,8 @@ in the state dict: checkpoints, ``save_pretrained`` and exact resume carry them.
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,61 @@ Q_HEAD_TYPES = ("linear", "mlp")
 
 #: Filename of the weights inside a value-heads folder (the ``PyTorchModelHubMixin`` default).
 WEIGHTS_NAME = "model.safetensors"
+
+
+class CorruptFileError(ValueError):
+    """A saved file cannot be read (truncated, corrupt, not JSON, wrong fields). The message names the file."""
+
+
+#: The ``config.json`` fields of a value-heads folder and the types they must have.
+CONFIG_FIELDS: dict[str, tuple[type, ...]] = {
+    "hidden_size": (int,),
+    "vocab_size": (int,),
+    "loss_type": (str,),
+    "q_head_type": (str,),
+    "mlp_hidden_size": (int, type(None)),
+    "base_model_name": (str,),
+}
+
+
+def load_safetensors_file(path: str | os.PathLike, device: str = "cpu", *, header_only: bool = False) -> dict:
+    """``safetensors.torch.load_file`` whose errors name the file (a truncated file fails at its header)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        if header_only:
+            with safe_open(str(path), "pt") as handle:
+                handle.keys()
+            return {}
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError) as error:
+        raise CorruptFileError(
+            f"{str(path)!r} is not a readable safetensors file ({error}); it is truncated or corrupt: save it again "
+            "or restore a complete copy"
+        ) from error
+
+
+def read_heads_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A value-heads ``config.json``, checked: valid JSON, known field names, the right types."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{str(path)!r} is not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{str(path)!r}: expected a JSON object, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        raise CorruptFileError(f"{str(path)!r}: unknown field(s) {unknown}; the fields are {sorted(CONFIG_FIELDS)}")
+    for field in ("hidden_size", "vocab_size"):
+        if field not in config:
+            raise CorruptFileError(f"{str(path)!r}: field {field!r} is missing")
+    for field, value in config.items():
+        types = CONFIG_FIELDS[field]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise CorruptFileError(f"{str(path)!r}: field {field!r} must be {expected}, got {value!r}")
+    return config
 
 
 class IncompatibleHeadsError(ValueError):
@@ -268,6 +325,14 @@ class ValueHeads(
         }
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "ValueHeads":
+        """Load heads from a folder or Hub repo; a local ``config.json`` is checked first (JSON, fields, types)."""
+        config_file = Path(os.fspath(pretrained_model_name_or_path)) / "config.json"
+        if config_file.is_file():
+            read_heads_config(config_file)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -292,6 +357,7 @@ class ValueHeads(
             for needed in (model_file, os.path.join(model_id, "config.json")):
                 if not os.path.isfile(needed):
                     raise FileNotFoundError(f"{needed!r} not found: {model_id!r} is not a value-heads folder")
+            load_safetensors_file(model_file, header_only=True)
         else:
             model_file = hf_hub_download(
                 repo_id=model_id,
@@ -303,7 +369,10 @@ class ValueHeads(
                 local_files_only=local_files_only,
             )
         model = cls(**model_kwargs)
-        missing, unexpected = safetensors.torch.load_model(model, model_file, strict=False, device=map_location)
+        try:
+            missing, unexpected = safetensors.torch.load_model(model, model_file, strict=False, device=map_location)
+        except safetensors.SafetensorError as error:
+            raise CorruptFileError(f"{model_file!r} is not a readable safetensors file ({error})") from error
         if missing or unexpected:
             raise ValueError(
                 f"{model_file!r} does not match its config.json: missing tensors {sorted(missing)}, "
