@@ -104,12 +104,10 @@ class GenerationSettings:
 
 
 def _bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(check() for check in checks if check is not None)
-    return False
+    """Whether bf16 is the fast generation precision on ``device`` (see :mod:`trainers.hardware`)."""
+    from ..hardware import pick_dtype
+
+    return device.type in ("cpu", "cuda") and pick_dtype("generation", device=device) == torch.bfloat16
 
 
 def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
