@@ -209,7 +209,9 @@ def _launcher_environ() -> dict[str, str] | None:
 def local_process_count(environ: Mapping[str, str] | None = None) -> int:
     """Processes of this job on this machine (torchrun / MPI variables; 1 when not distributed)."""
     environ = os.environ if environ is None else environ
-    count = _int_env(environ, "LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE")
+    count = _int_env(
+        environ, "LOCAL_WORLD_SIZE", "MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MV2_COMM_WORLD_LOCAL_SIZE"
+    )
     return max(1, count or 1)
 
 
