@@ -259,14 +259,14 @@ class LMPolicy:
             top_k=(s.top_k or None) if s.do_sample else None,
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_ids or None,
+            # the cache of this call is what the next turn reuses
+            **({"return_dict_in_generate": True, "use_cache": True} if use_cache else {}),
         )
         kwargs = dict(self.generate_kwargs)
         if self.logits_processor:
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processor)
-        if use_cache:
-            kwargs.update(return_dict_in_generate=True, use_cache=True)
-            if past is not None:
-                kwargs["past_key_values"] = past
+        if past is not None:
+            kwargs["past_key_values"] = past
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         )
