@@ -122,7 +122,7 @@ def require_cuda(what: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- data
-def trajectory_rows(n: int, turns: int = 3, words: int = 40):
+def trajectory_rows(n: int, turns: int = 3, words: int = 40, prefix: str = "row"):
     from trainers.data.schema import make_trajectory, to_dataset
 
     rows = []
@@ -131,7 +131,7 @@ def trajectory_rows(n: int, turns: int = 3, words: int = 40):
         for k in range(turns):
             messages.append({"role": "user", "content": " ".join(f"item{(i + k + j) % 50}" for j in range(words))})
             messages.append({"role": "assistant", "content": f"Action: click item{(i * 3 + k) % 50}"})
-        rows.append(make_trajectory(messages, [0.0] * (turns - 1) + [float(i % 2)], id=f"row-{i}",
+        rows.append(make_trajectory(messages, [0.0] * (turns - 1) + [float(i % 2)], id=f"{prefix}-{i}",
                                     source="real", done=True))
     return to_dataset(rows)
 
@@ -188,7 +188,7 @@ def check_boost(ctx: Context) -> dict:
         embedding_cache_dir=str(ctx.workdir / "embeddings"),
     ))
     trainer = BilevelReweightTrainer(
-        ctx.model(), args, train_dataset=trajectory_rows(8), val_dataset=trajectory_rows(4),
+        ctx.model(), args, train_dataset=trajectory_rows(8), val_dataset=trajectory_rows(4, prefix="val"),
         synthetic_dataset=synthetic_rows(8), processing_class=ctx.tokenizer,
     )
     trainer.train()

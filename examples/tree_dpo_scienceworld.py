@@ -524,7 +524,9 @@ def prepare(args):
         print(f"[sft] strong model {strong_name}")
         strong = sft(strong, strong_tok, expert_rows, args.output_dir / "strong_sft", args)
         strong_is_weak = False
-    if use_bf16():
+    from trainers.hardware import use_bf16 as machine_prefers_bf16
+
+    if machine_prefers_bf16("generation"):
         # the weak model only generates and scores from here on: bf16 weights are its fast path
         weak = weak.to(torch.bfloat16)
 
