@@ -12,6 +12,8 @@ Four measurements, each in both precisions in one run:
 
 For each use it prints what ``trainers.hardware.pick_dtype`` picks and the ratio picked / best
 (target >= 0.95). ``--save`` writes the output as markdown to ``docs/results/precision_<kind>.md``.
+``ONEDNN_MAX_CPU_ISA=AVX2`` runs it on an AVX512-BF16/AMX CPU as an AVX2-only CPU would (oneDNN's
+native bf16 kernels off; the precision policy sees the cap too).
 
     .venv/bin/python benchmarks/precision.py                  # SmolLM2-135M (embedded), ~2-4 minutes on 2 cores
     .venv/bin/python benchmarks/precision.py --model tiny     # random tiny Llama: checks the script in seconds
@@ -106,6 +108,9 @@ def embedding_tokens_per_s(model, precision: str, repeats: int) -> float:
 
 
 def cpu_kind(flags: frozenset[str]) -> str:
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if cap:  # oneDNN limited to an older ISA: what this CPU does as, e.g., an AVX2-only machine
+        return f"cpu-onednn-{cap.lower()}"
     if "amx_bf16" in flags:
         return "cpu-amx-bf16"
     if "avx512_bf16" in flags:
@@ -149,7 +154,9 @@ def run(args) -> int:
     print(f"- bf16 flags: {', '.join(sorted(flags & hardware.FAST_BF16_CPU_FLAGS)) or 'none'}; "
           f"AVX flags: {', '.join(sorted(f for f in flags if f.startswith('avx'))) or 'none'}")
     print(f"- torch {torch.__version__}, model {model_name}, "
-          f"TRAINERS_PRECISION={os.environ.get('TRAINERS_PRECISION', '(unset)')}")
+          f"TRAINERS_PRECISION={os.environ.get('TRAINERS_PRECISION', '(unset)')}, "
+          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}, "
+          f"native bf16 as detected: {hardware.cpu_has_fast_bf16()}")
     print(f"- command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`\n")
 
     measurements = {

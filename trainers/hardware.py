@@ -40,6 +40,8 @@ _NAMES = {
 }
 #: CPU feature flags (``/proc/cpuinfo`` names) that give native bf16 matmuls.
 FAST_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+#: oneDNN's ISA caps: with one set to an ISA below AVX512-BF16, bf16 matmuls run emulated (slow).
+_ONEDNN_ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
 #: Environment variables every ``accelerate launch`` exports to the processes it starts.
 _ACCELERATE_LAUNCH_MARKERS = ("ACCELERATE_DYNAMO_BACKEND", "ACCELERATE_MIXED_PRECISION")
 
@@ -58,16 +60,26 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_has_fast_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
-    """True when the CPU runs bf16 matmuls natively (AVX512-BF16 or AMX-BF16)."""
-    flags = cpu_flags() if flags is None else flags
-    if flags:
-        return bool(set(flags) & FAST_BF16_CPU_FLAGS)
-    # No /proc/cpuinfo (macOS, Windows): oneDNN checks the same ISA features.
+def _onednn_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def cpu_has_fast_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
+    """True when the CPU runs bf16 matmuls natively (AVX512-BF16 or AMX-BF16).
+
+    A oneDNN ISA cap (``ONEDNN_MAX_CPU_ISA`` / ``DNNL_MAX_CPU_ISA``, e.g. ``AVX2``) switches the native
+    kernels off whatever the CPU has, so with a cap oneDNN itself is asked (it answers under the cap).
+    """
+    if any(os.environ.get(name, "").strip() for name in _ONEDNN_ISA_CAPS):
+        return _onednn_bf16()
+    flags = cpu_flags() if flags is None else flags
+    if flags:
+        return bool(set(flags) & FAST_BF16_CPU_FLAGS)
+    # No /proc/cpuinfo (macOS, Windows): oneDNN checks the same ISA features.
+    return _onednn_bf16()
 
 
 def _device(device: torch.device | str | None) -> torch.device:
