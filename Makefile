@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup main lint test test-fast benchmarks clean
+.PHONY: setup main lint test test-fast benchmarks gpu-check clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,12 @@ test-fast: setup
 
 benchmarks: setup
 	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+
+# Every trainer, QLoRA, ZeRO-2, value guidance and the chunked CQL on one CUDA GPU (at most 8 minutes;
+# exits 0 with a message where there is no CUDA). Uses this checkout's venv when there is one, else the
+# image's python (GPU images bring their own torch/transformers and may reach no registry).
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -25,7 +25,6 @@ The same pipeline runs Twenty Questions and Car Dealer (``examples/boost_twenty_
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import random
@@ -50,6 +49,8 @@ from trainers.data.schema import to_dataset
 from trainers.data.splits import split_by_category
 from trainers.envs import make_env
 from trainers.envs.rollout import evaluate_policy
+from trainers.hardware import configure_threads, use_bf16
+from trainers.hardware import generation_model as generation_copy
 from trainers.models import DEFAULT_MODEL, load_causal_lm, load_tokenizer
 from trainers.synthetic import SyntheticConfig, SyntheticTrajectoryGenerator
 from trainers.weight_analysis import analyze_weights
@@ -200,7 +201,7 @@ def load_real(example: ExampleArguments, env, real_builder: Callable) -> dataset
 # ------------------------------------------------------------------------------------------ run
 def run(example: ExampleArguments, config: BilevelReweightConfig, real_builder: Callable) -> dict[str, Any]:
     started = time.time()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    configure_threads(verbose=True)  # all cores, also under `accelerate launch` (which exports OMP_NUM_THREADS=1)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(example.env)
@@ -224,8 +225,8 @@ def run(example: ExampleArguments, config: BilevelReweightConfig, real_builder: 
         if example.synthetic_path:
             synthetic = datasets.load_from_disk(example.synthetic_path)
         else:
-            # a bf16 copy generates several times faster on CPU than the fp32 weights under autocast
-            generation_model = copy.deepcopy(model).to(torch.bfloat16) if config.bf16 else model
+            # a bf16 copy where bf16 generates faster on this machine (native bf16), else the fp32 weights
+            generation_model = generation_copy(model)
             generator = SyntheticTrajectoryGenerator(
                 generation_model, tokenizer,
                 SyntheticConfig(
@@ -260,7 +261,7 @@ def run(example: ExampleArguments, config: BilevelReweightConfig, real_builder: 
         held_out = set(evaluation["category"])
         tasks = [t for t in env.tasks() if t.category in held_out]
         tasks = _spread_over_categories(tasks, example.num_eval_episodes, seed=1234)
-        if config.bf16:
+        if use_bf16("generation"):
             # training is over (artifacts saved): bf16 weights decode ~1.3x and prefill ~3x faster on
             # CPU than fp32 weights under bf16 autocast, which casts them again on every forward
             trainer.policy.to(torch.bfloat16)

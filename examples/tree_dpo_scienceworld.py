@@ -165,8 +165,9 @@ def finish_args(args):
         args.dpo_epochs = min(args.dpo_epochs, 1.0)
     if args.output_dir is None:
         args.output_dir = f"runs/w2sg-{args.env}"
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from trainers.hardware import configure_threads
+
+    configure_threads(args.threads)  # None: all cores, also under `accelerate launch`
     chosen = {"all": list(BASELINES), "none": []}.get(args.baselines, [b.strip() for b in args.baselines.split(",") if b.strip()])
     unknown = set(chosen) - set(BASELINES)
     if unknown:
@@ -181,9 +182,9 @@ def finish_args(args):
 
 # ---------------------------------------------------------------------------------------- models
 def use_bf16() -> bool:
-    from trainers.models import default_dtype
+    from trainers.hardware import use_bf16 as machine_prefers_bf16
 
-    return default_dtype() == torch.bfloat16
+    return machine_prefers_bf16("training")
 
 
 def for_generation(model):
@@ -192,9 +193,9 @@ def for_generation(model):
     On CPU, bf16 weights prefill ~3x faster than fp32 weights under bf16 autocast (which casts
     every weight again on every forward) and decode faster too; training keeps fp32 weights.
     """
-    if not use_bf16() or next(model.parameters()).dtype != torch.float32:
-        return model
-    return copy.deepcopy(model).to(torch.bfloat16)
+    from trainers.hardware import generation_model
+
+    return generation_model(model)
 
 
 def load_weak(name: str):
@@ -523,7 +524,9 @@ def prepare(args):
         print(f"[sft] strong model {strong_name}")
         strong = sft(strong, strong_tok, expert_rows, args.output_dir / "strong_sft", args)
         strong_is_weak = False
-    if use_bf16():
+    from trainers.hardware import use_bf16 as machine_prefers_bf16
+
+    if machine_prefers_bf16("generation"):
         # the weak model only generates and scores from here on: bf16 weights are its fast path
         weak = weak.to(torch.bfloat16)
 

@@ -17,34 +17,13 @@ from trainers.models import (
 )
 
 
-@pytest.fixture
-def fresh_dtype():
-    default_dtype.cache_clear()
-    yield
-    default_dtype.cache_clear()
+def test_default_dtype_is_the_training_pick(monkeypatch):
+    # the precision policy itself is tested in tests/test_hardware.py
+    from trainers import hardware
 
-
-@pytest.mark.parametrize(
-    "flags, expected",
-    [
-        ({"avx2", "avx512f", "avx512_bf16"}, torch.bfloat16),
-        ({"avx2", "amx_tile", "amx_bf16"}, torch.bfloat16),
-        ({"avx2", "avx512f"}, torch.float32),
-    ],
-)
-def test_default_dtype_follows_cpu_flags(monkeypatch, fresh_dtype, flags, expected):
-    monkeypatch.setattr(models, "_cpu_flags", lambda: set(flags))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert default_dtype() == expected
-
-
-def test_default_dtype_matches_this_machine(fresh_dtype):
-    flags = models._cpu_flags()
-    if flags:
-        fast = bool(flags & {"avx512_bf16", "amx_bf16"})
-        assert default_dtype() == (torch.bfloat16 if fast else torch.float32)
-    else:
-        assert default_dtype() in (torch.bfloat16, torch.float32)
+    for forced, expected in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        monkeypatch.setenv("TRAINERS_PRECISION", forced)
+        assert default_dtype() == expected == hardware.pick_dtype("training")
 
 
 def test_load_local_folder_with_dtypes(tiny_llama_path):

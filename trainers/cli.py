@@ -296,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     keep_freed_memory()  # before any model loads: steps ran ~1.5x faster (benchmarks/cpu_allocator.py)
+    # all cores for this process, also under `accelerate launch` (which would leave one thread);
+    # precision needs no wiring here: model dtype and the config's bf16 default follow trainers.hardware
+    from .hardware import configure_threads
+
+    configure_threads()
     try:
         run(command, rest)
     except TrainerUnavailableError as error:

