@@ -42,6 +42,7 @@ def test_kill_loop_every_resume_continues_the_same_run(tmp_path, kind):
     # the kills hit checkpoint writes and rotations, not only training steps
     assert summary["kills_during_save_or_rotation"] >= 5, summary
     assert summary["errors"] == [] and summary["unexpected_exits"] == [] and summary["final_exit"] == 0, summary
+    assert summary["stalled_lives"] == 0, summary
     # later lives resumed from real checkpoints, and the newest complete one never went backwards
     assert any(step for step in summary["resumed_from"]), summary["resumed_from"]
     assert summary["newest_checkpoint_regressions"] == 0
