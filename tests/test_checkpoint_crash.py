@@ -77,6 +77,13 @@ def test_rotation_orders_by_step_not_by_modification_time(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3", "checkpoint-4"]
 
 
+def test_rotation_after_a_resume_from_an_earlier_checkpoint_keeps_the_newer_ones(tmp_path):
+    for step in (5, 6, 7, 8):
+        _fake_checkpoint(tmp_path, step)
+    deleted = rotate(tmp_path, 2, keep=tmp_path / "checkpoint-6")  # the run resumed from 5 and just wrote 6
+    assert [p.name for p in deleted] == ["checkpoint-5"]
+
+
 def test_rotation_keeps_the_best_and_the_newest(tmp_path):
     for step in (1, 2, 3, 4):
         _fake_checkpoint(tmp_path, step)
