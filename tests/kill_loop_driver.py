@@ -22,6 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
@@ -92,6 +93,13 @@ def _build_trainer(kind: str, model_dir: Path, tokenizer, output_dir: Path):
 
 def _life(kind: str, model_dir: Path, tokenizer, output_dir: Path, resume: bool, report: Path) -> None:
     """One training life (in a forked child): resume from the newest complete checkpoint, train to the end."""
+    import threading
+
+    from tqdm import tqdm
+
+    # tqdm's default lock is a process-shared semaphore created before the fork: a sibling killed while
+    # drawing a progress bar would hold it forever. Each life gets a lock of its own.
+    tqdm.set_lock(threading.RLock())
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
@@ -140,6 +148,11 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
     rng = random.Random(options.seed)
     work = options.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -154,7 +167,7 @@ def main() -> None:
     _, status = os.waitpid(reference, 0)
     one_run = time.time() - started
     output_dir = work / "killed"
-    kills, during_save, lives, newest_seen, regressions, restarts, unexpected_exits = 0, 0, 0, -1, 0, 0, []
+    kills, during_save, lives, newest_seen, regressions, restarts, stalled, unexpected_exits = 0, 0, 0, -1, 0, 0, 0, []
     while kills < options.kills:
         pid = _fork(_life, options.kind, work / "model", tokenizer, output_dir, lives > 0, report)
         lives += 1
@@ -176,7 +189,8 @@ def main() -> None:
             was_saving = saving
             if not wait_for_save and time.time() >= deadline:
                 break
-            if time.time() > deadline + 30:
+            if time.time() > deadline + 30:  # a life that stopped making progress is a failure, not a kill
+                stalled += 1
                 break
             time.sleep(0.001)
         if exited is None:
@@ -196,13 +210,24 @@ def main() -> None:
         regressions += newest < newest_seen
         newest_seen = max(newest_seen, newest)
     final = _fork(_life, options.kind, work / "model", tokenizer, output_dir, True, report)
-    _, status = os.waitpid(final, 0)
+    started = time.time()
+    while True:
+        done, status = os.waitpid(final, os.WNOHANG)
+        if done:
+            break
+        if time.time() - started > 120:
+            os.kill(final, signal.SIGKILL)
+            _, status = os.waitpid(final, 0)
+            stalled += 1
+            break
+        time.sleep(0.01)
     entries = [json.loads(line) for line in report.read_text().splitlines()]
     finished = [e for e in entries if "finished" in e]
     print(json.dumps({
         "kills": kills,
         "kills_during_save_or_rotation": during_save,
         "restarts_after_a_finished_run": restarts,
+        "stalled_lives": stalled,
         "newest_checkpoint_regressions": regressions,
         "unexpected_exits": unexpected_exits,
         "final_exit": os.waitstatus_to_exitcode(status),

@@ -312,3 +312,10 @@ def test_truncated_base_model_weights_are_named_when_the_trainer_loads_them(tmp_
     args = OfflineRLConfig(output_dir=str(tmp_path / "out"), max_steps=1, report_to=[], use_cpu=True, bf16=False)
     with pytest.raises(CorruptFileError, match=rf"'{weights}' is not a readable safetensors file"):
         OfflineRLTrainer(str(folder), args, train_dataset=to_dataset([_row(0)]), processing_class=tiny_tokenizer)
+
+
+def test_an_empty_split_beside_others_loads_but_an_empty_dataset_does_not(tmp_path):
+    folder = save_trajectories({"train": to_dataset([_row(0)]), "eval": to_dataset([])}, tmp_path / "saved")
+    assert len(load_trajectories(folder)["eval"]) == 0
+    with pytest.raises(EmptyDatasetError, match=r"split 'eval': holds no trajectory rows"):
+        load_trajectories(folder, split="eval")

@@ -42,6 +42,7 @@ def test_kill_loop_every_resume_continues_the_same_run(tmp_path, kind):
     # the kills hit checkpoint writes and rotations, not only training steps
     assert summary["kills_during_save_or_rotation"] >= 5, summary
     assert summary["errors"] == [] and summary["unexpected_exits"] == [] and summary["final_exit"] == 0, summary
+    assert summary["stalled_lives"] == 0, summary
     # later lives resumed from real checkpoints, and the newest complete one never went backwards
     assert any(step for step in summary["resumed_from"]), summary["resumed_from"]
     assert summary["newest_checkpoint_regressions"] == 0
@@ -74,6 +75,13 @@ def test_rotation_orders_by_step_not_by_modification_time(tmp_path):
     deleted = rotate(tmp_path, 2, keep=newest)
     assert sorted(p.name for p in deleted) == ["checkpoint-1", "checkpoint-2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3", "checkpoint-4"]
+
+
+def test_rotation_after_a_resume_from_an_earlier_checkpoint_keeps_the_newer_ones(tmp_path):
+    for step in (5, 6, 7, 8):
+        _fake_checkpoint(tmp_path, step)
+    deleted = rotate(tmp_path, 2, keep=tmp_path / "checkpoint-6")  # the run resumed from 5 and just wrote 6
+    assert [p.name for p in deleted] == ["checkpoint-5"]
 
 
 def test_rotation_keeps_the_best_and_the_newest(tmp_path):

@@ -183,7 +183,9 @@ def rotate(run_dir: str | os.PathLike, limit: int | None, *, keep: str | os.Path
            best: str | os.PathLike | None = None) -> list[Path]:
     """Delete checkpoints beyond ``limit``; returns the deleted ones.
 
-    Kept: ``keep`` (the checkpoint just written), ``best``, then the newest complete ones by step
+    Kept: ``keep`` (the checkpoint just written), ``best``, every complete checkpoint newer than
+    ``keep`` (after a resume from an earlier checkpoint they are overwritten as the run gets there;
+    a complete checkpoint newer than one kept is never deleted), then the newest others by step
     until ``limit`` are kept. Everything else goes, incomplete checkpoints included (resume never
     picks those). Order is by step, never modification time: a folder touched by an interrupted
     deletion must not look new.
@@ -194,6 +196,8 @@ def rotate(run_dir: str | os.PathLike, limit: int | None, *, keep: str | os.Path
     kept = {Path(keep).resolve()}
     if best is not None and Path(best).is_dir():
         kept.add(Path(best).resolve())
+    keep_step = checkpoint_step(keep)
+    kept.update(path.resolve() for path in complete if keep_step is not None and checkpoint_step(path) > keep_step)
     for path in reversed(complete):
         if len(kept) >= limit:
             break

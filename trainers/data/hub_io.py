@@ -211,8 +211,6 @@ def _located(
 
 
 def _validate(ds: datasets.Dataset, source: str, split: str | None, require_category: bool) -> None:
-    if len(ds) == 0:
-        raise EmptyDatasetError(f"{source}" + (f", split {split!r}" if split else "") + ": holds no trajectory rows")
     try:
         validate_trajectories(ds, require_category=require_category)
     except TrajectoryValidationError as error:
@@ -240,6 +238,9 @@ def load_trajectories(
     """
     source = os.fspath(path_or_repo_id)
     loaded = _load_raw(source, split, **load_kwargs)
+    parts = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+    if all(len(part) == 0 for part in parts):  # one empty split beside others is fine; nothing at all is not
+        raise EmptyDatasetError(f"{source}" + (f", split {split!r}" if split else "") + ": holds no trajectory rows")
     if validate:
         if isinstance(loaded, datasets.DatasetDict):
             for name, part in loaded.items():
