@@ -54,7 +54,7 @@ SMOLLM2_SHAPE = dict(
 )
 TINY_SHAPE = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=512, max_position_embeddings=1024, tie_word_embeddings=True,
+    vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=True,
 )
 
 
@@ -141,7 +141,8 @@ def synthetic_rows(n: int):
 
     rows = []
     for i in range(n):
-        messages = [{"role": "user", "content": f"find item{i}"}, {"role": "assistant", "content": f"Action: search item{i}"}]
+        messages = [{"role": "user", "content": f"find item{i}"},
+                    {"role": "assistant", "content": f"Action: search item{i}"}]
         rows.append(make_trajectory(messages, [float(i % 2)], id=f"syn-{i}", source="synthetic", done=True,
                                     metadata={"parent_id": f"row-{i % 4}"}))
     return to_dataset(rows)
@@ -174,7 +175,8 @@ def check_offline_rl(ctx: Context, loss_type: str) -> dict:
     from trainers.offline_rl_trainer import OfflineRLTrainer
 
     args = OfflineRLConfig(**ctx.training_args(f"offline_{loss_type}", loss_type=loss_type, max_length=ctx.seq))
-    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch), processing_class=ctx.tokenizer)
+    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch),
+                               processing_class=ctx.tokenizer)
     trainer.train()
     return {"loss": round(finite_loss(trainer), 4), "bf16": args.bf16}
 
@@ -200,7 +202,8 @@ def check_tree_dpo(ctx: Context) -> dict:
     from trainers.tree_dpo_trainer import TreeDPOTrainer
 
     args = TreeDPOConfig(**ctx.training_args("tree_dpo", max_length=ctx.seq))
-    trainer = TreeDPOTrainer(ctx.model(), args=args, train_dataset=preference_pairs(ctx.batch),
+    # the reference is given: a model built from a config has no name TRL could reload it from
+    trainer = TreeDPOTrainer(ctx.model(), ref_model=ctx.model(), args=args, train_dataset=preference_pairs(ctx.batch),
                              processing_class=ctx.tokenizer)
     trainer.train()
     return {"loss": round(finite_loss(trainer), 4)}
@@ -258,15 +261,17 @@ def zero2_child(workdir: Path, tiny: bool) -> None:
     from trainers.offline_rl_config import OfflineRLConfig
     from trainers.offline_rl_trainer import OfflineRLTrainer
 
-    ctx = make_context("cuda", tiny, workdir)
+    ctx = make_context("cuda", tiny, workdir / "zero2")
     zero2 = {
         "zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
         "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
     }
     args = OfflineRLConfig(**ctx.training_args("zero2", max_length=ctx.seq, deepspeed=zero2))
-    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch), processing_class=ctx.tokenizer)
+    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch),
+                               processing_class=ctx.tokenizer)
     trainer.train()
-    stage = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.accelerator.state.deepspeed_plugin else None
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    stage = plugin.zero_stage if plugin is not None else None
     print("ZERO2_RESULT " + json.dumps({"loss": round(finite_loss(trainer), 4), "zero_stage": stage}))
 
 
@@ -331,8 +336,9 @@ def check_chunked_cql(ctx: Context) -> dict:
             peaks[name] = torch.cuda.max_memory_allocated() - before
         results[name] = (lse.detach(), picked.detach(), xi.grad, wi.grad)
     naive, chunked = results["naive"], results["chunked"]
-    diffs = {label: float((a - b).abs().max()) for label, a, b in zip(("lse", "picked", "grad_x", "grad_w"), naive, chunked)}
-    scale = {label: float(a.abs().max()) for label, a in zip(("lse", "picked", "grad_x", "grad_w"), naive)}
+    labels = ("lse", "picked", "grad_x", "grad_w")
+    diffs = {label: float((a - b).abs().max()) for label, a, b in zip(labels, naive, chunked)}
+    scale = {label: float(a.abs().max()) for label, a in zip(labels, naive)}
     for label, diff in diffs.items():
         if diff > 1e-3 * max(1.0, scale[label]):
             raise AssertionError(f"chunked and naive {label} differ by {diff:.3g}")
@@ -373,7 +379,7 @@ def check_throughput(ctx: Context) -> dict:
         trainer.train()
         return tokens_per_step * (len(timer.times) - 1) / (timer.times[-1] - timer.times[0])
 
-    collator = TrajectoryCollator(ctx.tokenizer)
+    collator = TrajectoryCollator(pad_token_id=ctx.tokenizer.pad_token_id)
 
     def sft_collate(features):
         batch = collator(features)
@@ -411,7 +417,7 @@ def make_context(device: str, tiny: bool, workdir: Path) -> Context:
 
     tokenizer = prepare_tokenizer(build_tiny_tokenizer(workdir / "tokenizer"))
     shape = TINY_SHAPE if tiny else SMOLLM2_SHAPE
-    return Context(device, tiny, workdir, tokenizer, shape, seq=128 if tiny else 512, batch=2 if tiny else 4)
+    return Context(device, tiny, workdir, tokenizer, shape, seq=1024, batch=2 if tiny else 4)
 
 
 def versions() -> dict:
@@ -468,7 +474,8 @@ def run_checks(device: str, tiny: bool, out: Path, budget: float, only: list[str
             result.seconds = time.perf_counter() - begin
             print(f"[gpu-check] {result.status:>7} {result.seconds:6.1f}s  {name}  {result.details}", flush=True)
             results.append(result)
-    header = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
+    cpu = f"CPU ({platform.processor() or platform.machine()})"
+    header = {"device": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
               "model": "tiny Llama" if tiny else "SmolLM2-135M-shaped Llama (random weights)",
               "total seconds": f"{time.perf_counter() - started:.0f}", **versions()}
     print(report(results, header, out))

@@ -97,7 +97,8 @@ def load(model_name: str):
     from trainers.models import load_causal_lm, load_tokenizer
 
     model = generation_model(load_causal_lm(model_name, dtype=torch.float32)).eval()
-    return model, prepare_tokenizer(load_tokenizer(model_name)), f"{model_name} ({str(model.dtype).replace('torch.', '')})"
+    precision = str(model.dtype).replace("torch.", "")
+    return model, prepare_tokenizer(load_tokenizer(model_name)), f"{model_name} ({precision})"
 
 
 def main() -> None:
