@@ -127,7 +127,7 @@ def test_weights_uniform_at_start_and_sum_to_one(tmp_path, tiny_llama, tiny_toke
 
 
 def test_phi_gradient_matches_finite_differences(tmp_path, tiny_llama, tiny_tokenizer, data):
-    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, alpha=2.0, reweight_hidden_dim=8)
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, alpha=2.0, reweight_hidden_dim=8, phi_signal="paper")
     torch.manual_seed(0)
     head = trainer.reweighting_head.double()
     for parameter in head.parameters():
@@ -344,3 +344,19 @@ def test_split_theta_backward_equals_one_combined_backward(tmp_path, tiny_llama_
     assert split_logs == pytest.approx(combined_logs, rel=1e-5)
     for key in split:
         torch.testing.assert_close(split[key], combined[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, tiny_tokenizer, data):
+    # a self-play set whose rows say source="self_play" (or "real") is still the synthetic data
+    relabelled = data["synthetic"].map(lambda row, i: {"source": "self_play" if i % 2 else "real"}, with_indices=True)
+    trainer = BilevelReweightTrainer(
+        tiny_llama, _args(tmp_path, max_steps=5), train_dataset=data["train"], val_dataset=data["val"],
+        synthetic_dataset=relabelled, processing_class=tiny_tokenizer,
+    )
+    assert trainer.is_synthetic.tolist() == [False] * 8 + [True] * 8
+    assert trainer.bilevel_state()["synthetic_trajectories"] == 8
+    weights = trainer.trajectory_weights()
+    assert weights["source"] == ["real"] * 8 + ["synthetic"] * 8
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "weight_mean_synthetic" in log]
+    assert logs, "the per-source logs never saw a synthetic row"

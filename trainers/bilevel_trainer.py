@@ -60,6 +60,7 @@ from .data.tokenization import prepare_tokenizer, tokenize_dataset
 from .embedding_cache import TrajectoryEmbeddingCache, model_fingerprint
 from .losses.offline_rl import OfflineRLLossConfig, per_trajectory_losses
 from .modeling.policy import ValueHeadPolicy, base_model_name, is_peft_model, unwrap_base
+from .boost.alignment import alignment_objective, validation_alignment
 from .modeling.reweighting_head import ReweightingHead, effective_sample_size
 from .modeling.value_heads import ValueHeads
 from .offline_rl_trainer import MODEL_INPUT_KEYS, OfflineRLTrainer, PolyakCallback, _gathered
@@ -269,7 +270,7 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             fingerprint = model_fingerprint(unwrap_base(embed_model))
             cache = TrajectoryEmbeddingCache(
                 args.embedding_cache_dir, batch_size=args.embedding_batch_size,
-                max_length=args.embedding_max_length or args.max_length or 1024,
+                max_length=args.embedding_max_length or args.max_length or 1024, pooling=args.embedding_pooling,
             )
             # a model partitioned at load (ZeRO-3 zero.Init) embeds with its full weights, gathered for the pass
             with _gathered(list(embed_model.parameters())):
@@ -336,6 +337,10 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         synthetic = train.filter(lambda s: s == "synthetic", input_columns="source")
         if synthetic_dataset is not None:
             extra = cls._schema_only(synthetic_dataset, "synthetic_dataset")
+            if any(source != "synthetic" for source in extra["source"]):
+                # rows passed as synthetic_dataset are synthetic whatever their source says: the label drives
+                # is_synthetic, trajectory_weights(), the per-source logs and bilevel_state()
+                extra = extra.map(lambda _: {"source": "synthetic"}, input_columns="source")
             if "weight" in real.column_names and "weight" not in extra.column_names:
                 extra = extra.add_column("weight", [1.0] * len(extra)).cast(real.features)
             synthetic = datasets.concatenate_datasets([synthetic, extra]) if len(synthetic) else extra
@@ -511,6 +516,20 @@ class BilevelReweightTrainer(OfflineRLTrainer):
                 loss = val_loss + loss
             metrics["val_loss"].append(float(val_loss.detach()))
             metrics["theta_train_loss"].append(float(train_loss.detach()))
+        elif self.args.phi_signal == "val_alignment":
+            self._activate("theta")
+            val = self._val_batch(step, micro)
+            val = {key: val[key] for key in MODEL_INPUT_KEYS if key in val}
+            scores = validation_alignment(self.policy, batch, val, self.loss_config)
+            weights = self.batch_weights(inputs, grad=True)
+            loss = alignment_objective(weights, scores, self.args.weight_temperature)
+            parts = {}
+            metrics["phi_objective"].append(float(loss.detach()))
+            metrics["val_alignment_mean"].append(float(scores.mean()))
+            gap = scores
+            if self.is_deepspeed_enabled:
+                spec["anchor"] = True
+                loss = loss + model(**batch, bilevel=spec)["anchor"]
         else:
             self._activate("theta")
             # DeepSpeed's ZeRO backward needs at least one gradient of the engine's parameters (ZeRO-1/2

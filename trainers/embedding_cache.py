@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from .data.tokenization import PLAIN_CHAT_TEMPLATE
 
 CACHE_FORMAT_VERSION = "1"
+POOLINGS = ("action_mean_nll", "action_mean", "mean", "last_token")
 
 
 def default_cache_dir() -> Path:
@@ -91,9 +92,20 @@ class TrajectoryEmbeddingCache:
         batch_size: trajectories per forward pass (default 8).
         max_length: trajectories longer than this keep their *last* ``max_length`` tokens, so the
             embedded token is always the true last token (default 1024).
+        pooling: how a trajectory's token states become one vector: ``"last_token"`` (BOOST appendix
+            G.5: the final token's state, which with a chat template is a template token such as the
+            trailing newline), ``"action_mean"`` (mean over the agent's action tokens), ``"mean"`` (mean
+            over every token) or ``"action_mean_nll"`` (the default of :class:`BilevelReweightConfig`:
+            ``"action_mean"`` followed by two more numbers, the mean and the max negative
+            log-likelihood of the action tokens under the frozen model: how implausible the agent's
+            actions are, which a hidden-state average does not carry).
     """
 
-    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = 8, max_length: int = 1024):
+    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = 8, max_length: int = 1024,
+                 pooling: str = "last_token"):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.max_length = max_length
@@ -102,6 +114,8 @@ class TrajectoryEmbeddingCache:
 
     def key(self, model_id: str, fingerprint: str, data_key: str) -> str:
         raw = f"v{CACHE_FORMAT_VERSION}|{model_id}|{fingerprint}|{data_key}|{self.max_length}"
+        if self.pooling != "last_token":  # keeps the keys of files written before pooling existed
+            raw += f"|{self.pooling}"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     def path_for(self, model_id: str, fingerprint: str, data_key: str) -> Path:
@@ -140,8 +154,7 @@ class TrajectoryEmbeddingCache:
 
     @torch.no_grad()
     def _compute(self, model, tokenizer, messages, show_progress) -> torch.Tensor:
-        texts = [render_trajectory(tokenizer, m) for m in messages]
-        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"][-self.max_length :] for t in texts]
+        encoded, pooled = self._encode(tokenizer, messages)
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         was_training = model.training
@@ -159,13 +172,18 @@ class TrajectoryEmbeddingCache:
                 length = max(len(encoded[i]) for i in index)
                 ids = torch.full((len(index), length), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(index), length), dtype=torch.long)
+                pool = torch.zeros((len(index), length), dtype=torch.float32)
                 for row, i in enumerate(index):
                     ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                     mask[row, : len(encoded[i])] = 1
+                    pool[row, : len(encoded[i])] = torch.tensor(pooled[i], dtype=torch.float32)
                 hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 self.forward_passes += 1
-                last = mask.sum(dim=1) - 1
-                picked = hidden[torch.arange(len(index)), last.to(device)].float().cpu()
+                pool = pool.to(device)
+                picked = ((hidden.float() * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)).cpu()
+                if self.pooling.endswith("_nll"):
+                    nll = _action_nll(model, hidden, ids.to(device), pool)
+                    picked = torch.cat([picked, nll.cpu()], dim=1)
                 for row, i in enumerate(index):
                     out[i] = picked[row]
         finally:
@@ -173,6 +191,26 @@ class TrajectoryEmbeddingCache:
                 disable.__exit__(None, None, None)
             model.train(was_training)
         return torch.stack(out)  # type: ignore[arg-type]
+
+    def _encode(self, tokenizer, messages) -> tuple[list[list[int]], list[list[float]]]:
+        """Token ids (the last ``max_length``) and the pooling mask of each trajectory."""
+        encoded, pooled = [], []
+        for conversation in messages:
+            if self.pooling.startswith("action_mean"):
+                from .data.tokenization import tokenize_trajectory
+
+                n_actions = sum(m["role"] == "assistant" for m in conversation)
+                tokens = tokenize_trajectory(conversation, [0.0] * n_actions, tokenizer)
+                ids, mask = tokens["input_ids"][-self.max_length :], tokens["action_mask"][-self.max_length :]
+                if not any(mask):  # no agent token survived the cut (or none at all): fall back to every token
+                    mask = [1] * len(ids)
+            else:
+                ids = tokenizer(render_trajectory(tokenizer, conversation), add_special_tokens=False)["input_ids"]
+                ids = ids[-self.max_length :]
+                mask = [1] * len(ids) if self.pooling == "mean" else [0] * (len(ids) - 1) + [1]
+            encoded.append(ids)
+            pooled.append([float(m) for m in mask])
+        return encoded, pooled
 
     def _write(self, path: Path, embeddings: torch.Tensor, metadata: dict[str, str]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -186,9 +224,36 @@ class TrajectoryEmbeddingCache:
                 os.unlink(temp)
 
 
-def embed_trajectories(model, tokenizer, rows, *, cache_dir=None, batch_size: int = 8, max_length: int = 1024, model_id: str | None = None) -> torch.Tensor:
-    """One-call helper: :class:`TrajectoryEmbeddingCache` ``(cache_dir, batch_size, max_length).embed(...)``."""
-    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length).embed(model, tokenizer, rows, model_id=model_id)
+def _action_nll(model, hidden: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """``[B, 2]``: mean and max negative log-likelihood of each row's action tokens under ``model``.
+
+    Token ``t`` is predicted from the state at ``t - 1``; only action positions are projected onto
+    the vocabulary, ``chunk`` at a time, so the ``[B, T, |V|]`` logits are never built.
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    lm_head = model.get_output_embeddings()
+    target = actions[:, 1:] > 0
+    rows, positions = torch.nonzero(target, as_tuple=True)
+    states = hidden[rows, positions]
+    tokens = ids[rows, positions + 1]
+    values = []
+    for start in range(0, states.shape[0], chunk):
+        logits = lm_head(states[start : start + chunk]).float()
+        values.append(torch.logsumexp(logits, -1) - logits.gather(1, tokens[start : start + chunk, None])[:, 0])
+    nll = torch.cat(values) if values else torch.zeros(0, device=hidden.device)
+    out = torch.zeros(hidden.shape[0], 2, device=hidden.device)
+    for row in range(hidden.shape[0]):
+        mine = nll[rows == row]
+        if mine.numel():
+            out[row, 0], out[row, 1] = mine.mean(), mine.max()
+    return out
 
 
-__all__ = ["TrajectoryEmbeddingCache", "data_fingerprint", "default_cache_dir", "embed_trajectories", "model_fingerprint", "render_trajectory"]
+def embed_trajectories(model, tokenizer, rows, *, cache_dir=None, batch_size: int = 8, max_length: int = 1024,
+                       model_id: str | None = None, pooling: str = "last_token") -> torch.Tensor:
+    """One-call helper: :class:`TrajectoryEmbeddingCache` ``(cache_dir, batch_size, max_length, pooling).embed(...)``."""
+    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length, pooling).embed(model, tokenizer, rows, model_id=model_id)
+
+
+__all__ = ["POOLINGS", "TrajectoryEmbeddingCache", "data_fingerprint", "default_cache_dir", "embed_trajectories", "model_fingerprint", "render_trajectory"]
