@@ -70,7 +70,7 @@ def _groups(trainer):
     return {
         "backbone": {k: v.detach().clone() for k, v in policy.base.named_parameters()},
         "theta_heads": {k: v.detach().clone() for k, v in policy.heads.state_dict().items()},
-        "psi_heads": {k: v.detach().clone() for k, v in policy.aux_heads.state_dict().items()},
+        "psi_heads": {k: v.detach().clone() for k, v in policy.psi_heads.state_dict().items()},
         "phi": {k: v.detach().clone() for k, v in trainer.reweighting_head.state_dict().items()},
     }
 
@@ -87,7 +87,7 @@ class Recorder(TrainerCallback):
         self.before = _groups(self.trainer)
         policy = self.trainer.policy
         if state.global_step % args.outer_length == args.k_psi:  # right after the θ <- ψ copy
-            self.synced.append(all(torch.equal(a, b) for a, b in zip(policy.heads.state_dict().values(), policy.aux_heads.state_dict().values())))
+            self.synced.append(all(torch.equal(a, b) for a, b in zip(policy.heads.state_dict().values(), policy.psi_heads.state_dict().values())))
 
     def on_step_end(self, args, state, control, **kwargs):
         # runs before the trainer's own callback, so this sees the step's effect before any θ <- ψ copy
@@ -133,7 +133,7 @@ def test_phi_gradient_matches_finite_differences(tmp_path, tiny_llama, tiny_toke
     for parameter in head.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
     with torch.no_grad():  # make ψ differ from θ
-        for parameter in trainer.policy.aux_heads.parameters():
+        for parameter in trainer.policy.psi_heads.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in (0, 5, 9, 14)]))
     trainer.state.global_step = 4  # k_psi + k_theta: a φ step
@@ -149,7 +149,7 @@ def test_phi_gradient_matches_finite_differences(tmp_path, tiny_llama, tiny_toke
     with torch.no_grad():
         hidden = trainer.policy.hidden_states(batch["input_ids"], batch["attention_mask"])
         l_theta, _ = per_trajectory_losses(hidden, trainer.policy.heads, batch, config)
-        l_psi, _ = per_trajectory_losses(hidden, trainer.policy.aux_heads, batch, config)
+        l_psi, _ = per_trajectory_losses(hidden, trainer.policy.psi_heads, batch, config)
         val_loss = trainer.compute_per_trajectory_losses(trainer.model, trainer._val_batch(4, 99))[0].mean()
     emb = trainer.embeddings[batch["traj_index"]].double()
 
@@ -221,7 +221,9 @@ def test_methods_need_their_data(tmp_path, tiny_llama, tiny_tokenizer, data):
                                synthetic_dataset=orphan, processing_class=tiny_tokenizer)
     with pytest.raises(ValueError, match="method must be one of"):
         _args(tmp_path, method="magic")
-    assert _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None).reweight_learning_rate == pytest.approx(1e-5)
+    paper = _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None, phi_signal="paper")
+    assert paper.reweight_learning_rate == pytest.approx(1e-5)
+    assert _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None).reweight_learning_rate == pytest.approx(1e-3)
     bilevel = BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="bilevel"), train_dataset=data["train"], val_dataset=data["val"],
                                      synthetic_dataset=data["synthetic"], processing_class=tiny_tokenizer)
     assert len(bilevel.training_rows) == 8 and not bilevel.is_synthetic.any()
@@ -276,7 +278,7 @@ def test_save_and_from_pretrained_of_every_artifact(tmp_path, tiny_llama, tiny_t
     loaded = load_bilevel_artifacts(tmp_path / "final")
     for (name, a), (_, b) in zip(trainer.policy.heads.state_dict().items(), loaded["policy"].heads.state_dict().items()):
         assert torch.equal(a, b), name
-    for (name, a), (_, b) in zip(trainer.policy.aux_heads.state_dict().items(), loaded["psi_value_heads"].state_dict().items()):
+    for (name, a), (_, b) in zip(trainer.policy.psi_heads.state_dict().items(), loaded["psi_value_heads"].state_dict().items()):
         assert torch.equal(a, b), name
     x = trainer.embeddings[:5]
     assert torch.equal(loaded["reweighting_head"](x), trainer.reweighting_head(x))
@@ -334,7 +336,10 @@ def test_split_theta_backward_equals_one_combined_backward(tmp_path, tiny_llama_
         model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
         trainer = _trainer(tmp_path, model, tiny_tokenizer, data, output_dir=str(tmp_path / f"split-{split}"),
                            split_theta_backward=split, max_steps=5, per_device_train_batch_size=2,
-                           gradient_accumulation_steps=accumulation, val_batch_size=2, alpha=0.5)
+                           gradient_accumulation_steps=accumulation, val_batch_size=2, alpha=0.5,
+                           # φ's default signal standardises over a micro-batch of 2: two near-equal cosines
+                           # would turn round-off differences of θ into ±1; the paper's gap is continuous in θ
+                           phi_signal="paper")
         trainer.train()
         logs = [value for log in trainer.state.log_history if log.get("phase") == 1 for value in (log["loss"], log["val_loss"])]
         return _snapshot(trainer), logs
@@ -360,3 +365,32 @@ def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, t
     trainer.train()
     logs = [log for log in trainer.state.log_history if "weight_mean_synthetic" in log]
     assert logs, "the per-source logs never saw a synthetic row"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": float("nan")}, "alpha must be a finite number"),
+        ({"weight_temperature": float("inf")}, "weight_temperature must be a finite number"),
+        ({"reweight_learning_rate": float("nan")}, "reweight_learning_rate must be a finite number"),
+        ({"reweight_learning_rate": -1e-3}, "reweight_learning_rate must be >= 0"),
+        ({"max_length": 0}, "max_length must be > 0"),
+        ({"phi_signal": "gap"}, "phi_signal must be one of"),
+        ({"embedding_pooling": "first"}, "embedding_pooling must be one of"),
+        ({"weight_temperature": 0.0}, "weight_temperature must be > 0"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)
+
+
+def test_config_help_lists_choices_and_full_text():
+    from dataclasses import fields
+
+    by_name = {f.name: f for f in fields(BilevelReweightConfig)}
+    assert by_name["phi_signal"].metadata["choices"] == ["val_alignment", "paper"]
+    assert by_name["method"].metadata["choices"] == ["vanilla", "vanilla_synthetic", "bilevel", "boost"]
+    for name in ("phi_signal", "weight_temperature", "embedding_pooling", "k_psi", "reweight_learning_rate"):
+        assert name in BilevelReweightConfig.__doc__, name
+        assert len(by_name[name].metadata["help"]) > 30, name

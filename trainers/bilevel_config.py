@@ -1,7 +1,6 @@
 """Old import path of :mod:`trainers.boost.config` (kept so existing imports keep working)."""
 
+import importlib
 import sys
 
-from .boost import config as _module
-
-sys.modules[__name__] = _module
+sys.modules[__name__] = importlib.import_module("trainers.boost.config")
