@@ -31,7 +31,9 @@ from pathlib import Path
 import torch
 
 from trainers import BilevelReweightConfig, BilevelReweightTrainer
-from trainers.boost.corruptions import CORRUPTIONS, half_corrupted, quality_of, rule_task
+from trainers.boost.corruptions import (
+    CORRUPTIONS, follows_rule, half_corrupted, quality_of, rule_task, rule_task_success_rewards,
+)
 from trainers.data.schema import to_dataset
 
 VARIANTS = {
@@ -98,7 +100,8 @@ def cell_data(kind: str, seed: int, num_real: int, num_val: int, error_rate: flo
     parents = [row["id"] for row in real]
     synthetic = rule_task(2 * num_real, source="synthetic", seed=1000 * seed + 3, parents=parents, **common)
     foreign = rule_task(20, task="cars", seed=1000 * seed + 4)
-    synthetic = half_corrupted(synthetic, kind, seed=1000 * seed + 5, foreign_rows=foreign)
+    synthetic = half_corrupted(synthetic, kind, seed=1000 * seed + 5, foreign_rows=foreign, is_faithful=follows_rule,
+                               success_rewards=rule_task_success_rewards)
     return real, val, synthetic
 
 

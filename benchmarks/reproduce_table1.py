@@ -7,7 +7,9 @@
 For every environment one real dataset is built (``--dataset_<env>`` or the examples' scripted
 expert/noisy episodes) and split once per regime with a fixed seed (BOOST appendix E: low regime
 keeps 2.5% / 10% / 30% of train for Twenty Questions / Car Dealer / WebShop, override with
-``--low_fraction``), so every method sees the same data. Synthetic data is generated once per
+``--low_fraction``), so every method sees the same data, and the same number of θ updates: the
+uniform-weight methods run as many optimizer steps as the bilevel schedule gives θ
+(``--match_theta_updates``, on by default). Synthetic data is generated once per
 (environment, regime) and shared by ``vanilla_synthetic`` and ``boost``. Each cell trains a fresh
 policy with :class:`BilevelReweightTrainer` (``method`` switch) and evaluates it live on tasks from
 the held-out categories: mean ± standard error over ``--num_eval_episodes`` (paper: 64).
@@ -23,23 +25,14 @@ import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from trainers.recipes import boost as recipe
 
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 METHOD_TITLES = {"vanilla": "Vanilla", "vanilla_synthetic": "Vanilla+Syn", "bilevel": "Bilevel Only", "boost": "BOOST (ours)"}
 ENV_TITLES = {"twenty_questions": "Twenty Questions", "car_dealer": "Car Negotiation", "webshop": "Webshop Agent"}
 PAPER_LOW_FRACTION = {"twenty_questions": 0.025, "car_dealer": 0.10, "webshop": 0.30}
-
-
-def builders():
-    from boost_car_dealer import car_dealer_rows
-    from boost_twenty_questions import twenty_questions_rows
-    from boost_webshop import webshop_real_rows
-
-    return {"twenty_questions": twenty_questions_rows, "car_dealer": car_dealer_rows, "webshop": webshop_real_rows}
 
 
 def tiny_model(folder: Path) -> str:
@@ -151,9 +144,6 @@ def main() -> None:
     if args.model == "tiny":
         args.model = tiny_model(out / "tiny-model")
 
-    from boost_webshop import parse, run
-
-    build = builders()
     results_file = out / "results.json"
     results: dict = json.loads(results_file.read_text()) if results_file.is_file() else {}
     # synthetic-data methods first in each regime so the generated set is shared
@@ -167,8 +157,8 @@ def main() -> None:
                 if done and "eval" in done:
                     print(f"[table1] {env}/{regime}/{method}: reusing {fmt(done)}")
                 else:
-                    example, config = parse(env, cell_argv(args, env, regime, method, cell_dir, synthetic))
-                    cell = run(example, config, build[env])
+                    example, config = recipe.parse_args(env, cell_argv(args, env, regime, method, cell_dir, synthetic))
+                    cell = recipe.run(example, config)
                     results.setdefault(env, {}).setdefault(regime, {})[method] = {k: cell[k] for k in ("eval", "train", "val", "synthetic", "seconds") if k in cell}
                     results_file.write_text(json.dumps(results, indent=2))
                     print(f"[table1] {env}/{regime}/{method}: {fmt(results[env][regime][method])}")

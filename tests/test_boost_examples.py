@@ -11,7 +11,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 pytestmark = pytest.mark.slow
@@ -31,14 +30,12 @@ def restore_threads():
 
 
 def test_boost_car_dealer_example_saves_loadable_artifacts(tmp_path, tiny_llama_path):
-    from boost_car_dealer import car_dealer_rows
-    from boost_webshop import main
-
     from trainers.modeling.guidance import load_value_guided_policy
     from trainers.modeling.reweighting_head import ReweightingHead
+    from trainers.recipes.boost import main
 
     out = tmp_path / "run"
-    results = main("car_dealer", car_dealer_rows, argv=[
+    results = main("car_dealer", argv=[
         "--model", tiny_llama_path, "--output_dir", str(out), "--embedding_cache_dir", str(tmp_path / "cache"), *SMALL,
     ])
     assert results["method"] == "boost" and results["synthetic"] == results["train"] > 0
@@ -60,6 +57,42 @@ def test_boost_car_dealer_example_saves_loadable_artifacts(tmp_path, tiny_llama_
     assert isinstance(head, ReweightingHead)
     policy = load_value_guided_policy(out / "final")
     assert policy.tokenizer is not None and policy.processor is not None
+
+
+def test_examples_import_only_trainers():
+    import ast
+
+    for path in sorted((REPO / "examples").glob("boost_*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported <= {"trainers", "os"}, (path.name, imported)
+        assert "sys.path" not in path.read_text(), path.name
+
+
+def test_recipe_compares_methods_on_the_same_data_and_theta_budget(tmp_path, tiny_llama_path):
+    from trainers.recipes.boost import main, theta_updates
+
+    out = tmp_path / "compare"
+    results = main("car_dealer", methods=("vanilla_synthetic", "boost"), argv=[
+        "--model", tiny_llama_path, "--output_dir", str(out), "--embedding_cache_dir", str(tmp_path / "cache"), *SMALL,
+    ])
+    cells = results["methods"]
+    assert list(cells) == ["vanilla_synthetic", "boost"]
+    # max_steps 5 with K 2/2/1 gives θ 2 updates; Vanilla+Syn gets exactly those, as optimizer steps
+    assert theta_updates(5, 2, 2, 1) == 2
+    assert cells["vanilla_synthetic"]["theta_updates"] == cells["boost"]["theta_updates"] == 2
+    assert cells["vanilla_synthetic"]["optimizer_steps"] == 2 and cells["boost"]["optimizer_steps"] == 5
+    weights = cells["boost"]["weights"]
+    assert set(weights["mean_weight"]) >= {"real", "synthetic", "expert", "noisy"}
+    assert 0.0 <= weights["auc_expert_over_noisy"] <= 1.0
+    assert "weights" not in cells["vanilla_synthetic"]
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 4 and "| vanilla_synthetic | 2 |" in table and "| boost | 2 |" in table
+    assert (out / "comparison.png").is_file() and (out / "boost" / "eval.png").is_file()
+    assert any(stage.startswith("boost/train/phi") for stage in results["stages"])
+    assert "self-play (synthetic data)" in results["stages"]
 
 
 def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
