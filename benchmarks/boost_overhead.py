@@ -76,8 +76,8 @@ def worker(args) -> dict:
     import torch
     from transformers import TrainerCallback
 
-    from trainers.bilevel_config import BilevelReweightConfig
-    from trainers.bilevel_trainer import BilevelReweightTrainer
+    from trainers import BilevelReweightConfig
+    from trainers import BilevelReweightTrainer
     from trainers.data.schema import to_dataset
 
     torch.set_num_threads(args.threads)
@@ -121,8 +121,8 @@ def _raw(args, model, tokenizer, real, val, synthetic, common) -> float:
 
     import torch
 
-    from trainers.bilevel_config import BilevelReweightConfig
-    from trainers.bilevel_trainer import BilevelReweightTrainer
+    from trainers import BilevelReweightConfig
+    from trainers import BilevelReweightTrainer
     from trainers.losses.offline_rl import per_trajectory_losses
 
     trainer = BilevelReweightTrainer(model, BilevelReweightConfig(method="boost", **common), train_dataset=real,
