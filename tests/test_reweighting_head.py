@@ -113,3 +113,27 @@ def test_fingerprint_changes_with_weights(tiny_llama):
     with torch.no_grad():
         tiny_llama.lm_head.weight.add_(0.01)
     assert model_fingerprint(tiny_llama) != before
+
+
+def test_action_pooling_with_nll_matches_a_direct_computation(tmp_path, tiny_llama, tiny_tokenizer):
+    from trainers.data.tokenization import prepare_tokenizer, tokenize_trajectory
+
+    tokenizer = prepare_tokenizer(tiny_tokenizer)
+    rows = _rows(3)
+    pooled = TrajectoryEmbeddingCache(tmp_path, batch_size=2, pooling="action_mean_nll").embed(
+        tiny_llama, tokenizer, rows, model_id="tiny", show_progress=False)
+    assert pooled.shape == (3, tiny_llama.config.hidden_size + 2)
+    row = rows[2]
+    tokens = tokenize_trajectory(row["messages"], row["rewards"], tokenizer)
+    ids = torch.tensor([tokens["input_ids"]])
+    actions = torch.tensor(tokens["action_mask"]).bool()
+    with torch.no_grad():
+        output = tiny_llama(input_ids=ids, output_hidden_states=True)
+    hidden = output.hidden_states[-1][0]
+    nll = -torch.log_softmax(output.logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0][actions[1:]]
+    assert torch.allclose(pooled[2, :-2], hidden[actions].mean(0), atol=1e-5)
+    assert torch.allclose(pooled[2, -2:], torch.stack([nll.mean(), nll.max()]), atol=1e-4)
+    # a different pooling is a different cache entry, not a reuse of the last-token file
+    last = TrajectoryEmbeddingCache(tmp_path, batch_size=2).embed(tiny_llama, tokenizer, rows, model_id="tiny",
+                                                                  show_progress=False)
+    assert last.shape == (3, tiny_llama.config.hidden_size)
