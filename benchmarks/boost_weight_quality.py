@@ -12,7 +12,8 @@ the real data are faithful. After training, each cell reports
 
 Targets (library defaults): AUC >= 0.9 mean and >= 0.8 min over 3 seeds per kind, corrupted mean
 weight <= 0.5x the faithful one. The task is the tiny rule task of ``trainers.boost.corruptions``
-on a tiny Llama from ``trainers.testing``, pre-trained for a few hundred steps on the task's language. Every finished cell is written to
+on a tiny Llama from ``trainers.testing``, pre-trained for a few hundred steps on the task's
+language. Every finished cell is written to
 ``<output_dir>/cells/<variant>-<kind>-<seed>.json`` and reused when the script runs again.
 
     python benchmarks/boost_weight_quality.py                        # library defaults, 5 kinds x 3 seeds
@@ -32,7 +33,12 @@ import torch
 
 from trainers import BilevelReweightConfig, BilevelReweightTrainer
 from trainers.boost.corruptions import (
-    CORRUPTIONS, follows_rule, half_corrupted, quality_of, rule_task, rule_task_success_rewards,
+    CORRUPTIONS,
+    follows_rule,
+    half_corrupted,
+    quality_of,
+    rule_task,
+    rule_task_success_rewards,
 )
 from trainers.data.schema import to_dataset
 
@@ -60,8 +66,6 @@ def build_tiny(output_dir: Path, pretrain_steps: int = 300):
     error-free episodes stand in for pretraining. The result is saved once and reused.
     """
     import random
-
-    from transformers import AutoModelForCausalLM
 
     from trainers.data.tokenization import prepare_tokenizer, tokenize_trajectory
     from trainers.testing import build_tiny_model, build_tiny_tokenizer
@@ -100,25 +104,48 @@ def cell_data(kind: str, seed: int, num_real: int, num_val: int, error_rate: flo
     parents = [row["id"] for row in real]
     synthetic = rule_task(2 * num_real, source="synthetic", seed=1000 * seed + 3, parents=parents, **common)
     foreign = rule_task(20, task="cars", seed=1000 * seed + 4)
-    synthetic = half_corrupted(synthetic, kind, seed=1000 * seed + 5, foreign_rows=foreign, is_faithful=follows_rule,
-                               success_rewards=rule_task_success_rewards)
+    synthetic = half_corrupted(
+        synthetic,
+        kind,
+        seed=1000 * seed + 5,
+        foreign_rows=foreign,
+        is_faithful=follows_rule,
+        success_rewards=rule_task_success_rewards,
+    )
     return real, val, synthetic
 
 
 def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
     real, val, synthetic = cell_data(kind, seed, args.num_real, args.num_val, args.error_rate, args.turns)
     outer_length = args.k_psi + args.k_theta + overrides.get("k_phi", 1)
-    config = BilevelReweightConfig(**{
-        "output_dir": str(work / "run"), "method": "boost", "k_psi": args.k_psi, "k_theta": args.k_theta,
-        "max_steps": args.outer_iterations * outer_length, "per_device_train_batch_size": args.batch_size,
-        "learning_rate": args.learning_rate, "seed": seed, "bf16": False, "use_cpu": True, "report_to": [],
-        "save_strategy": "no", "logging_steps": 10 ** 6, "embedding_cache_dir": str(work.parent / "embeddings"),
-        "disable_tqdm": True, **overrides,
-    })
+    config = BilevelReweightConfig(
+        **{
+            "output_dir": str(work / "run"),
+            "method": "boost",
+            "k_psi": args.k_psi,
+            "k_theta": args.k_theta,
+            "max_steps": args.outer_iterations * outer_length,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "seed": seed,
+            "bf16": False,
+            "use_cpu": True,
+            "report_to": [],
+            "save_strategy": "no",
+            "logging_steps": 10**6,
+            "embedding_cache_dir": str(work.parent / "embeddings"),
+            "disable_tqdm": True,
+            **overrides,
+        }
+    )
     started = time.perf_counter()
     trainer = BilevelReweightTrainer(
-        model_path, config, train_dataset=to_dataset(real), val_dataset=to_dataset(val),
-        synthetic_dataset=to_dataset(synthetic), processing_class=tokenizer,
+        model_path,
+        config,
+        train_dataset=to_dataset(real),
+        val_dataset=to_dataset(val),
+        synthetic_dataset=to_dataset(synthetic),
+        processing_class=tokenizer,
     )
     trainer.train()
     weights = trainer.trajectory_weights()
@@ -131,31 +158,48 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
     probabilities = values / values.sum()
     mean = {name: sum(ws) / len(ws) for name, ws in groups.items()}
     return {
-        "kind": kind, "seed": seed, "overrides": overrides,
+        "kind": kind,
+        "seed": seed,
+        "overrides": overrides,
         "auc_faithful": auc(groups["faithful"], groups["corrupted"]),
         "auc_real": auc(groups["real"], groups["corrupted"]),
-        "weight_real": mean["real"], "weight_faithful": mean["faithful"], "weight_corrupted": mean["corrupted"],
+        "weight_real": mean["real"],
+        "weight_faithful": mean["faithful"],
+        "weight_corrupted": mean["corrupted"],
         "corrupted_over_faithful": mean["corrupted"] / mean["faithful"],
-        "n_eff": float(1.0 / probabilities.pow(2).sum()), "n": len(values),
+        "n_eff": float(1.0 / probabilities.pow(2).sum()),
+        "n": len(values),
         "seconds": time.perf_counter() - started,
     }
 
 
 def write_report(cells: list[dict], variant: str, output_dir: Path) -> None:
-    lines = [f"| kind | seed | AUC faithful>corrupted | AUC real>corrupted | w real | w faithful | w corrupted | "
-             "corrupted/faithful | n_eff |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| kind | seed | AUC faithful>corrupted | AUC real>corrupted | w real | w faithful | w corrupted | "
+        "corrupted/faithful | n_eff |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for c in cells:
-        lines.append(f"| {c['kind']} | {c['seed']} | {c['auc_faithful']:.3f} | {c['auc_real']:.3f} | {c['weight_real']:.3f} "
-                     f"| {c['weight_faithful']:.3f} | {c['weight_corrupted']:.3f} | {c['corrupted_over_faithful']:.3f} "
-                     f"| {c['n_eff']:.1f}/{c['n']} |")
-    lines += ["", "| kind | AUC faithful mean | min | AUC real mean | min | corrupted/faithful mean |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {c['kind']} | {c['seed']} | {c['auc_faithful']:.3f} | {c['auc_real']:.3f} | {c['weight_real']:.3f} "
+            f"| {c['weight_faithful']:.3f} | {c['weight_corrupted']:.3f} | {c['corrupted_over_faithful']:.3f} "
+            f"| {c['n_eff']:.1f}/{c['n']} |"
+        )
+    lines += [
+        "",
+        "| kind | AUC faithful mean | min | AUC real mean | min | corrupted/faithful mean |",
+        "|---|---|---|---|---|---|",
+    ]
     for kind in CORRUPTIONS:
         mine = [c for c in cells if c["kind"] == kind]
         if not mine:
             continue
         af, ar = [c["auc_faithful"] for c in mine], [c["auc_real"] for c in mine]
         ratio = sum(c["corrupted_over_faithful"] for c in mine) / len(mine)
-        lines.append(f"| {kind} | {sum(af) / len(af):.3f} | {min(af):.3f} | {sum(ar) / len(ar):.3f} | {min(ar):.3f} | {ratio:.3f} |")
+        lines.append(
+            f"| {kind} | {sum(af) / len(af):.3f} | {min(af):.3f} | {sum(ar) / len(ar):.3f} | {min(ar):.3f} "
+            f"| {ratio:.3f} |"
+        )
     table = "\n".join(lines)
     (output_dir / f"weight_quality_{variant}.md").write_text(table + "\n")
     print(table)
@@ -168,12 +212,21 @@ def write_report(cells: list[dict], variant: str, output_dir: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for x, kind in enumerate(kinds):
         mine = [c for c in cells if c["kind"] == kind]
-        axes[0].scatter([x - 0.1] * len(mine), [c["auc_faithful"] for c in mine], color="tab:blue",
-                        label="faithful > corrupted" if x == 0 else None)
-        axes[0].scatter([x + 0.1] * len(mine), [c["auc_real"] for c in mine], color="tab:green",
-                        label="real > corrupted" if x == 0 else None)
-        for offset, (group, color) in zip((-0.25, 0.0, 0.25), (("real", "tab:green"), ("faithful", "tab:blue"),
-                                                                ("corrupted", "tab:red"))):
+        axes[0].scatter(
+            [x - 0.1] * len(mine),
+            [c["auc_faithful"] for c in mine],
+            color="tab:blue",
+            label="faithful > corrupted" if x == 0 else None,
+        )
+        axes[0].scatter(
+            [x + 0.1] * len(mine),
+            [c["auc_real"] for c in mine],
+            color="tab:green",
+            label="real > corrupted" if x == 0 else None,
+        )
+        for offset, (group, color) in zip(
+            (-0.25, 0.0, 0.25), (("real", "tab:green"), ("faithful", "tab:blue"), ("corrupted", "tab:red"))
+        ):
             value = sum(c[f"weight_{group}"] for c in mine) / len(mine)
             axes[1].bar(x + offset, value, width=0.25, color=color, label=group if x == 0 else None)
     for axis in axes:
@@ -234,10 +287,13 @@ def main(argv=None) -> list[dict]:
                 temporary = path.with_suffix(".tmp")
                 temporary.write_text(json.dumps(cell, indent=2))
                 os.replace(temporary, path)
-            print(f"{args.variant} {kind:20s} seed {seed}: AUC faithful {cell['auc_faithful']:.3f} real "
-                  f"{cell['auc_real']:.3f} | w real {cell['weight_real']:.3f} faithful {cell['weight_faithful']:.3f} "
-                  f"corrupted {cell['weight_corrupted']:.3f} | n_eff {cell['n_eff']:.1f}/{cell['n']} "
-                  f"({cell['seconds']:.0f} s)", flush=True)
+            print(
+                f"{args.variant} {kind:20s} seed {seed}: AUC faithful {cell['auc_faithful']:.3f} real "
+                f"{cell['auc_real']:.3f} | w real {cell['weight_real']:.3f} faithful {cell['weight_faithful']:.3f} "
+                f"corrupted {cell['weight_corrupted']:.3f} | n_eff {cell['n_eff']:.1f}/{cell['n']} "
+                f"({cell['seconds']:.0f} s)",
+                flush=True,
+            )
             cells.append(cell)
     write_report(cells, args.variant, output_dir)
     return cells

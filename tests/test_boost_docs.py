@@ -11,7 +11,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "boost.md"
 
 def _table():
     text = DOC.read_text()
-    section = text[text.index("## Configuration"):]
+    section = text[text.index("## Configuration") :]
     rows = {}
     for line in section.splitlines():
         match = re.match(r"\| `(\w+)` \| `([^`]*)` \|", line)

@@ -10,7 +10,13 @@ import torch
 
 from trainers import BilevelReweightConfig, BilevelReweightTrainer
 from trainers.boost.corruptions import (
-    CORRUPTIONS, corrupt, follows_rule, half_corrupted, quality_of, rule_task, rule_task_success_rewards,
+    CORRUPTIONS,
+    corrupt,
+    follows_rule,
+    half_corrupted,
+    quality_of,
+    rule_task,
+    rule_task_success_rewards,
 )
 from trainers.data.schema import to_dataset
 
@@ -23,16 +29,33 @@ def test_weights_track_quality_on_rule_breaking(tmp_path, tiny_llama_path, tiny_
     torch.set_num_threads(1)
     real = rule_task(16, seed=1)
     val = rule_task(16, seed=2)
-    synthetic = half_corrupted(rule_task(32, source="synthetic", seed=3, parents=[r["id"] for r in real]),
-                               "rule_breaking", seed=4)
-    config = BilevelReweightConfig(
-        output_dir=str(tmp_path / "out"), k_psi=2, k_theta=2, max_steps=75, learning_rate=1e-3,
-        per_device_train_batch_size=8, seed=0, bf16=False, use_cpu=True, report_to=[], save_strategy="no",
-        logging_steps=1000, embedding_cache_dir=str(tmp_path / "embeddings"), disable_tqdm=True,
+    synthetic = half_corrupted(
+        rule_task(32, source="synthetic", seed=3, parents=[r["id"] for r in real]), "rule_breaking", seed=4
     )
-    trainer = BilevelReweightTrainer(tiny_llama_path, config, train_dataset=to_dataset(real),
-                                     val_dataset=to_dataset(val), synthetic_dataset=to_dataset(synthetic),
-                                     processing_class=tiny_tokenizer)
+    config = BilevelReweightConfig(
+        output_dir=str(tmp_path / "out"),
+        k_psi=2,
+        k_theta=2,
+        max_steps=75,
+        learning_rate=1e-3,
+        per_device_train_batch_size=8,
+        seed=0,
+        bf16=False,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        logging_steps=1000,
+        embedding_cache_dir=str(tmp_path / "embeddings"),
+        disable_tqdm=True,
+    )
+    trainer = BilevelReweightTrainer(
+        tiny_llama_path,
+        config,
+        train_dataset=to_dataset(real),
+        val_dataset=to_dataset(val),
+        synthetic_dataset=to_dataset(synthetic),
+        processing_class=tiny_tokenizer,
+    )
     trainer.train()
     weights = dict(zip(trainer.trajectory_weights()["id"], trainer.trajectory_weights()["weight"]))
     faithful = [weights[r["id"]] for r in synthetic if quality_of(r) == "faithful"]

@@ -125,8 +125,9 @@ class BilevelPolicy(ValueHeadPolicy):
             if bilevel.adapters is None:
                 with torch.no_grad():
                     hidden = self.hidden_states(input_ids, attention_mask)
-                losses, metrics = per_trajectory_losses(hidden, self.psi_heads, _full(input_ids, attention_mask, batch),
-                                                        bilevel.no_bc)
+                losses, metrics = per_trajectory_losses(
+                    hidden, self.psi_heads, _full(input_ids, attention_mask, batch), bilevel.no_bc
+                )
                 return {"losses": losses, "metrics": metrics}
             # ψ's adapter was made active by the trainer (PEFT lets only the active adapter train)
             return plain(input_ids, attention_mask, heads=self.psi_heads, loss_config=bilevel.loss_config, **batch)
@@ -154,8 +155,9 @@ class BilevelPolicy(ValueHeadPolicy):
             self.base.set_adapter(psi_name)
             try:
                 with psi_grad:
-                    psi_losses = plain(input_ids, attention_mask, heads=self.psi_heads, loss_config=bilevel.loss_config,
-                                       **batch)["losses"]
+                    psi_losses = plain(
+                        input_ids, attention_mask, heads=self.psi_heads, loss_config=bilevel.loss_config, **batch
+                    )["losses"]
             finally:
                 self.base.set_adapter(theta_name)
         output = {"losses": theta_losses, "psi_losses": psi_losses.detach(), "metrics": metrics}
@@ -176,12 +178,19 @@ def psi_step(model, batch: dict[str, torch.Tensor], weights: torch.Tensor, spec:
     """ψ ← ψ − η ∇_ψ Σ_i w̃_i l_i(ψ), with the weights w̃ = softmax(φ(e_i)) held fixed."""
     output = model(**batch, bilevel=spec)
     loss = (weights * output["losses"]).sum()
-    return PhaseResult(loss, output["losses"].detach(), weights, output["metrics"], {"psi_train_loss": float(loss.detach())})
+    return PhaseResult(
+        loss, output["losses"].detach(), weights, output["metrics"], {"psi_train_loss": float(loss.detach())}
+    )
 
 
 @torch.no_grad()
-def copy_psi_to_theta(policy: BilevelPolicy, *, theta_adapter: str | None = None, deepspeed: bool = False,
-                      gathered: Callable = contextlib.nullcontext) -> None:
+def copy_psi_to_theta(
+    policy: BilevelPolicy,
+    *,
+    theta_adapter: str | None = None,
+    deepspeed: bool = False,
+    gathered: Callable = contextlib.nullcontext,
+) -> None:
     """θ ← ψ: copy ψ's heads (ILQL targets included) and, with separate adapters, ψ's adapter into θ's.
 
     ``gathered(parameters, modifier_rank=0)`` gathers ZeRO-3 partitioned parameters for the copy.
@@ -192,8 +201,11 @@ def copy_psi_to_theta(policy: BilevelPolicy, *, theta_adapter: str | None = None
     pairs = list(zip(policy.heads.parameters(), policy.psi_heads.parameters()))
     if theta_adapter is not None:
         parameters = dict(policy.base.named_parameters())
-        pairs += [(parameter, parameters[name.replace(f".{theta_adapter}.", f".{PSI_ADAPTER}.")])
-                  for name, parameter in parameters.items() if f".{theta_adapter}." in name]
+        pairs += [
+            (parameter, parameters[name.replace(f".{theta_adapter}.", f".{PSI_ADAPTER}.")])
+            for name, parameter in parameters.items()
+            if f".{theta_adapter}." in name
+        ]
     if deepspeed:
         from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 
@@ -207,8 +219,14 @@ def copy_psi_to_theta(policy: BilevelPolicy, *, theta_adapter: str | None = None
         target.copy_(source)
 
 
-def theta_step(model, batch: dict[str, torch.Tensor], weights: torch.Tensor, alpha: float, spec: PhaseSpec,
-               val_loss: torch.Tensor | None = None) -> PhaseResult:
+def theta_step(
+    model,
+    batch: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    alpha: float,
+    spec: PhaseSpec,
+    val_loss: torch.Tensor | None = None,
+) -> PhaseResult:
     """θ ← θ − η ∇_θ [L_val(θ) + α Σ_i w̃_i l_i(θ)], w̃ fixed.
 
     ``val_loss``: L_val(θ) when the caller already ran its forward and backward (the split backward
@@ -225,8 +243,9 @@ def theta_step(model, batch: dict[str, torch.Tensor], weights: torch.Tensor, alp
     return PhaseResult(loss, output["losses"].detach(), weights, output["metrics"], logs)
 
 
-def phi_step_paper(model, batch: dict[str, torch.Tensor], weights: torch.Tensor, alpha: float,
-                   spec: PhaseSpec) -> PhaseResult:
+def phi_step_paper(
+    model, batch: dict[str, torch.Tensor], weights: torch.Tensor, alpha: float, spec: PhaseSpec
+) -> PhaseResult:
     """Algorithm 1 as written: φ ← φ − η_φ ∇_φ α Σ_i w̃_i(φ) (l_i(θ) − l_i(ψ)), losses without gradient.
 
     ``weights`` carry φ's graph. With ``spec.anchor`` (DeepSpeed) the loss also carries 0 x ψ's
@@ -242,9 +261,15 @@ def phi_step_paper(model, batch: dict[str, torch.Tensor], weights: torch.Tensor,
     return PhaseResult(loss, gap, weights, output["metrics"], logs)
 
 
-def phi_step_val_alignment(model, policy: BilevelPolicy, batch: dict[str, torch.Tensor],
-                           val: dict[str, torch.Tensor], weights: torch.Tensor, temperature: float,
-                           spec: PhaseSpec) -> PhaseResult:
+def phi_step_val_alignment(
+    model,
+    policy: BilevelPolicy,
+    batch: dict[str, torch.Tensor],
+    val: dict[str, torch.Tensor],
+    weights: torch.Tensor,
+    temperature: float,
+    spec: PhaseSpec,
+) -> PhaseResult:
     """The default φ step: φ ← φ − η_φ ∇_φ [−Σ_i w̃_i ŝ_i + τ KL(w̃ ‖ uniform)].
 
     ŝ_i: the batch-standardised cosine between ∇ l_i(θ) and ∇ L_val(θ) on θ's output layers (first
@@ -275,6 +300,16 @@ def add_psi_adapter(policy: ValueHeadPolicy) -> None:
 
 
 __all__ = [
-    "BilevelPolicy", "PSI_ADAPTER", "PhasePosition", "PhaseResult", "PhaseSpec", "add_psi_adapter",
-    "copy_psi_to_theta", "phase_at", "phi_step_paper", "phi_step_val_alignment", "psi_step", "theta_step",
+    "BilevelPolicy",
+    "PSI_ADAPTER",
+    "PhasePosition",
+    "PhaseResult",
+    "PhaseSpec",
+    "add_psi_adapter",
+    "copy_psi_to_theta",
+    "phase_at",
+    "phi_step_paper",
+    "phi_step_val_alignment",
+    "psi_step",
+    "theta_step",
 ]

@@ -36,7 +36,9 @@ class _DetachedLinear(nn.Module):
 
 def _flat_grad(loss: torch.Tensor, parameters: list[torch.Tensor], retain_graph: bool) -> torch.Tensor:
     grads = torch.autograd.grad(loss, parameters, retain_graph=retain_graph, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, parameters)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1).float() for g, p in zip(grads, parameters)]
+    )
 
 
 def validation_alignment(

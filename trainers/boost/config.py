@@ -132,45 +132,97 @@ class BilevelReweightConfig(OfflineRLConfig):
     itself was trained on one device.
     """
 
-    method: str = field(default="boost", metadata=_help("vanilla, vanilla_synthetic, bilevel (real data, learned "
-                        "weights) or boost (real + synthetic, learned weights).", METHODS))
-    alpha: float = field(default=1.0, metadata=_help("Penalty alpha of Eq. 2: weight of the train loss in theta's "
-                         "step (and scale of phi's objective with phi_signal='paper'). Paper: 0 / 1 / 10 / 0.1 by env."))
+    method: str = field(
+        default="boost",
+        metadata=_help(
+            "vanilla, vanilla_synthetic, bilevel (real data, learned "
+            "weights) or boost (real + synthetic, learned weights).",
+            METHODS,
+        ),
+    )
+    alpha: float = field(
+        default=1.0,
+        metadata=_help(
+            "Penalty alpha of Eq. 2: weight of the train loss in theta's "
+            "step (and scale of phi's objective with phi_signal='paper'). Paper: 0 / 1 / 10 / 0.1 by env."
+        ),
+    )
     alpha_increment: float = field(default=0.0, metadata=_help("Alpha grows by this much after every outer iteration."))
     k_psi: int = field(default=20, metadata=_help("K_psi, optimizer steps on psi per outer iteration. Paper: 20 / 32."))
     k_theta: int = field(default=20, metadata=_help("K_theta, steps on theta per outer iteration. Paper: 20 / 32."))
     k_phi: int = field(default=1, metadata=_help("K_phi, steps on phi per outer iteration. Paper: 1."))
-    aux_mode: str = field(default="shared_backbone", metadata=_help("How psi and theta are stored: one backbone with "
-                          "separate value heads (appendix G.3) or two LoRA adapters (needs peft_config).", AUX_MODES))
-    split_theta_backward: bool = field(default=True, metadata=_help("Theta micro-steps: L_val's backward, then "
-                                       "alpha * L_train's (one graph alive at a time; same gradients)."))
-    phi_signal: str = field(default="val_alignment", metadata=_help("What phi learns from: 'val_alignment' (cosine "
-                            "of each trajectory's output-layer gradient with the validation gradient, standardised "
-                            "per batch, with a KL floor) or 'paper' (Algorithm 1: alpha * (l_i(theta) - l_i(psi))).",
-                            PHI_SIGNALS))
-    weight_temperature: float = field(default=1.0, metadata=_help("Tau of the KL floor (val_alignment): optimum "
-                                      "weights proportional to exp(standardised signal / tau)."))
-    embedding_pooling: str = field(default="action_mean_nll", metadata=_help("Head input from the frozen model: "
-                                   "mean over action tokens plus their mean and max NLL, mean over action tokens, "
-                                   "mean over all tokens, or the last token (appendix G.5).", EMBEDDING_POOLINGS))
-    reweight_learning_rate: float | None = field(default=None, metadata=_help("Phi's AdamW learning rate; None = 1e-3 "
-                                                 "(val_alignment) or learning_rate / 10 (paper)."))
+    aux_mode: str = field(
+        default="shared_backbone",
+        metadata=_help(
+            "How psi and theta are stored: one backbone with "
+            "separate value heads (appendix G.3) or two LoRA adapters (needs peft_config).",
+            AUX_MODES,
+        ),
+    )
+    split_theta_backward: bool = field(
+        default=True,
+        metadata=_help(
+            "Theta micro-steps: L_val's backward, then alpha * L_train's (one graph alive at a time; same gradients)."
+        ),
+    )
+    phi_signal: str = field(
+        default="val_alignment",
+        metadata=_help(
+            "What phi learns from: 'val_alignment' (cosine "
+            "of each trajectory's output-layer gradient with the validation gradient, standardised "
+            "per batch, with a KL floor) or 'paper' (Algorithm 1: alpha * (l_i(theta) - l_i(psi))).",
+            PHI_SIGNALS,
+        ),
+    )
+    weight_temperature: float = field(
+        default=1.0,
+        metadata=_help(
+            "Tau of the KL floor (val_alignment): optimum weights proportional to exp(standardised signal / tau)."
+        ),
+    )
+    embedding_pooling: str = field(
+        default="action_mean_nll",
+        metadata=_help(
+            "Head input from the frozen model: "
+            "mean over action tokens plus their mean and max NLL, mean over action tokens, "
+            "mean over all tokens, or the last token (appendix G.5).",
+            EMBEDDING_POOLINGS,
+        ),
+    )
+    reweight_learning_rate: float | None = field(
+        default=None,
+        metadata=_help("Phi's AdamW learning rate; None = 1e-3 (val_alignment) or learning_rate / 10 (paper)."),
+    )
     reweight_weight_decay: float = field(default=0.0, metadata=_help("Phi's AdamW weight decay."))
     reweight_max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping of phi (0 = off)."))
-    reweight_depth: int = field(default=2, metadata=_help("Linear layers of the reweighting MLP. Paper: 2 (Twenty "
-                                "Questions, Car Dealer), 4 (WebShop)."))
-    reweight_hidden_dim: int = field(default=256, metadata=_help("Hidden width of the reweighting MLP (not in the paper)."))
-    val_batch_size: int | None = field(default=None, metadata=_help("Validation trajectories per micro-batch; None = "
-                                       "per_device_train_batch_size. Drawn from (seed, step)."))
+    reweight_depth: int = field(
+        default=2,
+        metadata=_help("Linear layers of the reweighting MLP. Paper: 2 (Twenty Questions, Car Dealer), 4 (WebShop)."),
+    )
+    reweight_hidden_dim: int = field(
+        default=256, metadata=_help("Hidden width of the reweighting MLP (not in the paper).")
+    )
+    val_batch_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "Validation trajectories per micro-batch; None = per_device_train_batch_size. Drawn from (seed, step)."
+        ),
+    )
     embedding_batch_size: int = field(default=8, metadata=_help("Trajectories per forward pass when embedding."))
-    embedding_max_length: int | None = field(default=None, metadata=_help("Tokens kept (the last ones) when "
-                                             "embedding; None = max_length."))
-    embedding_cache_dir: str | None = field(default=None, metadata=_help("Embedding cache folder (default "
-                                            "$HF_HOME/trainers/trajectory_embeddings)."))
+    embedding_max_length: int | None = field(
+        default=None, metadata=_help("Tokens kept (the last ones) when embedding; None = max_length.")
+    )
+    embedding_cache_dir: str | None = field(
+        default=None, metadata=_help("Embedding cache folder (default $HF_HOME/trainers/trajectory_embeddings).")
+    )
 
     def __post_init__(self):
-        choices = {"method": METHODS, "aux_mode": AUX_MODES, "phi_signal": PHI_SIGNALS,
-                   "embedding_pooling": EMBEDDING_POOLINGS}
+        choices = {
+            "method": METHODS,
+            "aux_mode": AUX_MODES,
+            "phi_signal": PHI_SIGNALS,
+            "embedding_pooling": EMBEDDING_POOLINGS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -180,8 +232,10 @@ class BilevelReweightConfig(OfflineRLConfig):
                 raise ValueError(f"{spec.name} must be a finite number, got {value}")
         for name in ("k_psi", "k_theta", "k_phi"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (Algorithm 1 runs every phase each outer iteration), "
-                                 f"got {getattr(self, name)}")
+                raise ValueError(
+                    f"{name} must be >= 1 (Algorithm 1 runs every phase each outer iteration), "
+                    f"got {getattr(self, name)}"
+                )
         for name in ("alpha", "alpha_increment", "reweight_weight_decay", "reweight_max_grad_norm"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

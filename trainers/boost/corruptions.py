@@ -80,8 +80,16 @@ def rule_task(
             rewards.append(1.0 / turns if answer == rule[word] else 0.0)
             messages += [{"role": "user", "content": f"the item is {word}"}, {"role": "assistant", "content": answer}]
         parent = parents[i % len(parents)] if parents else None
-        rows.append(_row(messages, rewards, id=f"{id_prefix or source}-{task}-{seed}-{i}", task=task, source=source,
-                         parent=parent))
+        rows.append(
+            _row(
+                messages,
+                rewards,
+                id=f"{id_prefix or source}-{task}-{seed}-{i}",
+                task=task,
+                source=source,
+                parent=parent,
+            )
+        )
     return rows
 
 
@@ -121,7 +129,6 @@ def corrupt(
     messages = [dict(m) for m in row["messages"]]
     rewards = list(row["rewards"])
     claimed = success_rewards or (lambda n: [0.0] * (n - 1) + [1.0])
-    head = 1 if messages and messages[0]["role"] == "system" else 0
     if kind == "false_reward":
         # the agent breaks the rule at least once (so the episode really failed), yet claims success
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
@@ -163,8 +170,14 @@ def corrupt(
     metadata = json.loads(row.get("metadata") or "{}")
     metadata["quality"] = kind
     return make_trajectory(
-        messages, rewards, id=f"{row['id']}-{kind}", task_id=row.get("task_id", ""), category=row.get("category", ""),
-        source=row.get("source", "synthetic"), done=True, metadata=metadata,
+        messages,
+        rewards,
+        id=f"{row['id']}-{kind}",
+        task_id=row.get("task_id", ""),
+        category=row.get("category", ""),
+        source=row.get("source", "synthetic"),
+        done=True,
+        metadata=metadata,
     )
 
 
@@ -174,8 +187,13 @@ def _answers_like(row) -> list[str]:
 
 
 def half_corrupted(
-    rows: Sequence[dict[str, Any]], kind: str, seed: int, *, foreign_rows: Sequence[dict[str, Any]] = (),
-    is_faithful: Callable[[dict[str, Any]], bool] | None = None, **kwargs
+    rows: Sequence[dict[str, Any]],
+    kind: str,
+    seed: int,
+    *,
+    foreign_rows: Sequence[dict[str, Any]] = (),
+    is_faithful: Callable[[dict[str, Any]], bool] | None = None,
+    **kwargs,
 ) -> list[dict[str, Any]]:
     """Corrupt a random half of ``rows`` (the other half stays faithful); order kept.
 
@@ -204,5 +222,13 @@ def quality_of(row: dict[str, Any]) -> str:
     return json.loads(row.get("metadata") or "{}").get("quality", "faithful")
 
 
-__all__ = ["CORRUPTIONS", "RULES", "corrupt", "follows_rule", "half_corrupted", "quality_of", "rule_task",
-           "rule_task_success_rewards"]
+__all__ = [
+    "CORRUPTIONS",
+    "RULES",
+    "corrupt",
+    "follows_rule",
+    "half_corrupted",
+    "quality_of",
+    "rule_task",
+    "rule_task_success_rewards",
+]

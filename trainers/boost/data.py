@@ -8,8 +8,15 @@ from ..data.schema import TRAJECTORY_FEATURES
 from ..data.splits import check_synthetic_parents
 from .config import BilevelReweightConfig
 
-_DEFAULTS = (("source", "real"), ("id", None), ("task_id", ""), ("category", ""), ("done", True), ("success", False),
-             ("metadata", "{}"))
+_DEFAULTS = (
+    ("source", "real"),
+    ("id", None),
+    ("task_id", ""),
+    ("category", ""),
+    ("done", True),
+    ("success", False),
+    ("metadata", "{}"),
+)
 
 
 def schema_only(dataset: datasets.Dataset, what: str) -> datasets.Dataset:

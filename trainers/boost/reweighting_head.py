@@ -99,7 +99,13 @@ class ReweightingHead(
         return torch.softmax(self(embeddings).float(), dim=0)
 
     # ------------------------------------------------------------------ Hub
-    def check_compatible(self, *, base_model_id: str | None = None, embedding_dim: int | None = None, embedding_fingerprint: str | None = None) -> None:
+    def check_compatible(
+        self,
+        *,
+        base_model_id: str | None = None,
+        embedding_dim: int | None = None,
+        embedding_fingerprint: str | None = None,
+    ) -> None:
         """Raise :class:`ReweightingHeadMismatchError` if the head was trained on other embeddings."""
         if embedding_dim is not None and int(embedding_dim) != self.embedding_dim:
             raise ReweightingHeadMismatchError(

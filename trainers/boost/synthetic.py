@@ -32,7 +32,16 @@ from ..data.schema import make_trajectory, to_dataset
 from ..data.tokenization import PLAIN_CHAT_TEMPLATE
 from .synthetic_prompts import Outcome, SelfPlaySpec, format_example, get_spec
 
-_CUT_MARKERS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "\nAgent:", "\nEnvironment:", "\nUser:", "\nAssistant:", "\n\n")
+_CUT_MARKERS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "\nAgent:",
+    "\nEnvironment:",
+    "\nUser:",
+    "\nAssistant:",
+    "\n\n",
+)
 
 
 @dataclass
@@ -126,7 +135,9 @@ class SyntheticTrajectoryGenerator:
         generator_id: recorded in each row's metadata (default: the model's ``name_or_path``).
     """
 
-    def __init__(self, model, tokenizer, config: SyntheticConfig | None = None, *, example=None, generator_id: str | None = None):
+    def __init__(
+        self, model, tokenizer, config: SyntheticConfig | None = None, *, example=None, generator_id: str | None = None
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.config = config or SyntheticConfig()
@@ -136,7 +147,9 @@ class SyntheticTrajectoryGenerator:
         elif isinstance(example, Mapping):
             example = example["messages"]
         self.example_text = format_example(list(example))
-        self.generator_id = generator_id or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        self.generator_id = (
+            generator_id or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        )
         self.max_steps = self.config.max_steps or self.spec.default_max_steps
         self._template = getattr(tokenizer, "chat_template", None) or PLAIN_CHAT_TEMPLATE
 
@@ -160,7 +173,9 @@ class SyntheticTrajectoryGenerator:
         return self._render([{"role": "system", "content": system}, {"role": "user", "content": user}])
 
     def _render(self, chat: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, chat_template=self._template)
+        return self.tokenizer.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True, chat_template=self._template
+        )
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -170,14 +185,21 @@ class SyntheticTrajectoryGenerator:
         device = next(self.model.parameters()).device
         outputs: list[str] = []
         for start in range(0, len(prompts), config.batch_size):
-            chunk = [tokenizer(p, add_special_tokens=False)["input_ids"][-config.max_prompt_tokens :] for p in prompts[start : start + config.batch_size]]
+            chunk = [
+                tokenizer(p, add_special_tokens=False)["input_ids"][-config.max_prompt_tokens :]
+                for p in prompts[start : start + config.batch_size]
+            ]
             length = max(len(ids) for ids in chunk)
             input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
             attention = torch.zeros((len(chunk), length), dtype=torch.long)
             for row, ids in enumerate(chunk):  # left padding: generation continues every row at the end
                 input_ids[row, length - len(ids) :] = torch.tensor(ids, dtype=torch.long)
                 attention[row, length - len(ids) :] = 1
-            sampling = dict(do_sample=True, temperature=config.temperature, top_p=config.top_p) if config.temperature > 0 else dict(do_sample=False)
+            sampling = (
+                dict(do_sample=True, temperature=config.temperature, top_p=config.top_p)
+                if config.temperature > 0
+                else dict(do_sample=False)
+            )
             generated = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention.to(device),
@@ -279,8 +301,10 @@ class SyntheticTrajectoryGenerator:
 
 
 def generate_synthetic(model, tokenizer, rows, env_name: str, **config_kwargs) -> datasets.Dataset:
-    """One-call helper: ``SyntheticTrajectoryGenerator(model, tokenizer, SyntheticConfig(env_name, ...)).generate(rows)``."""
-    return SyntheticTrajectoryGenerator(model, tokenizer, SyntheticConfig(env_name=env_name, **config_kwargs)).generate(rows)
+    """One call: ``SyntheticTrajectoryGenerator(model, tokenizer, SyntheticConfig(env_name, ...)).generate(rows)``."""
+    return SyntheticTrajectoryGenerator(model, tokenizer, SyntheticConfig(env_name=env_name, **config_kwargs)).generate(
+        rows
+    )
 
 
 def config_dict(config: SyntheticConfig) -> dict[str, Any]:

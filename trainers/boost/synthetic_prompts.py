@@ -68,13 +68,13 @@ class SelfPlaySpec:
 TWENTY_QUESTIONS_AGENT = (
     "You are playing Twenty Questions. The oracle has picked a hidden object and you must find it. "
     "On each turn ask one question that can be answered with yes or no. When you think you know the "
-    "object, guess it with a question such as \"Is it a violin?\". You have at most twenty questions "
+    'object, guess it with a question such as "Is it a violin?". You have at most twenty questions '
     "and you score more the fewer you use. Write only your question."
 )
 TWENTY_QUESTIONS_ENV = (
     "You are the oracle in a game of Twenty Questions. The hidden object is: {goal}. The player asks "
-    "yes/no questions. Answer each one truthfully about the hidden object with \"Yes.\" or \"No.\" only. "
-    "Never name the object and never add explanations. If the player guesses the object itself, answer \"Yes.\"."
+    'yes/no questions. Answer each one truthfully about the hidden object with "Yes." or "No." only. '
+    'Never name the object and never add explanations. If the player guesses the object itself, answer "Yes.".'
 )
 TWENTY_QUESTIONS_EXAMPLE = [
     {"role": "user", "content": "Questions:"},
@@ -134,12 +134,15 @@ CAR_DEALER_AGENT = (
 CAR_DEALER_ENV = (
     "You are a car buyer negotiating with a salesperson. Your profile: {goal}. Reply to the salesperson "
     "with the buyer's next line only. Counteroffer while the price is above your budget; when the price "
-    "is at or below your budget say \"Deal, I'll buy it for $<price>.\"; if the talks go nowhere say "
-    "\"No deal, I'm walking away.\""
+    'is at or below your budget say "Deal, I\'ll buy it for $<price>."; if the talks go nowhere say '
+    '"No deal, I\'m walking away."'
 )
 CAR_DEALER_EXAMPLE = [
     {"role": "user", "content": "Hi, I'm looking for a reliable sedan, ideally a Honda."},
-    {"role": "assistant", "content": "Welcome! The Honda Accord is a great fit: safe, efficient and roomy. It is listed at $28,000."},
+    {
+        "role": "assistant",
+        "content": "Welcome! The Honda Accord is a great fit: safe, efficient and roomy. It is listed at $28,000.",
+    },
     {"role": "user", "content": "That's more than I hoped to spend. Could you do $24,000?"},
     {"role": "assistant", "content": "I can include free maintenance for a year and meet you at $25,500."},
     {"role": "user", "content": "Deal, I'll buy it for $25,500."},
@@ -154,7 +157,9 @@ def _car_dealer_goal(row: Mapping[str, Any]) -> str:
     meta = metadata_of(row)
     task = meta.get("task") if isinstance(meta.get("task"), dict) else {}
     spec = task.get("spec") if isinstance(task.get("spec"), dict) else {}
-    buyer = meta.get("buyer_info") or meta.get("buyer") or spec.get("buyer_info") or spec.get("buyer") or task.get("buyer")
+    buyer = (
+        meta.get("buyer_info") or meta.get("buyer") or spec.get("buyer_info") or spec.get("buyer") or task.get("buyer")
+    )
     if isinstance(buyer, Mapping):
         return ", ".join(f"{k}: {v}" for k, v in buyer.items())
     return str(buyer or row.get("task_id") or row.get("category") or "a buyer looking for a car")
@@ -191,11 +196,11 @@ WEBSHOP_AGENT = (
     "- click[button or option]: click a product id on a results page, an option (size, color...) on a product "
     "page, or [Buy Now], [Back to Search], [< Prev], [Next >].\n"
     "Pick the product that best matches the instruction, select the requested options, then click[Buy Now]. "
-    "Write \"Thought: ...\" on one line if you like, then \"Action: <action>\"."
+    'Write "Thought: ..." on one line if you like, then "Action: <action>".'
 )
 WEBSHOP_ENV = (
     "You are the WebShop website. The shopper's instruction is: {goal}. After each shopper action write the "
-    "next page as plain text, items separated by \" [SEP] \", exactly like the example:\n"
+    'next page as plain text, items separated by " [SEP] ", exactly like the example:\n'
     "- after search[...]: [Back to Search] [SEP] Page 1 (Total results: 3) [SEP] [Next >] then three results, "
     "each as <product id> [SEP] <product name> [SEP] $<price>; one of them fits the instruction;\n"
     "- after click[<product id>]: the product page with [Back to Search] [SEP] [< Prev], the option groups "
@@ -205,11 +210,41 @@ WEBSHOP_ENV = (
     "Write only the page."
 )
 WEBSHOP_EXAMPLE = [
-    {"role": "user", "content": "WebShop [SEP] Instruction: [SEP] i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] Search"},
-    {"role": "assistant", "content": "Thought: I should search for the key words.\nAction: search[blue extra thick yoga mat]"},
-    {"role": "user", "content": "Instruction: [SEP] i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] [Back to Search] [SEP] Page 1 (Total results: 3) [SEP] [Next >] [SEP] B07K4Q2LMN [SEP] Extra Thick Yoga Mat, Non Slip, 1/2 Inch [SEP] $25.99 [SEP] B01N0Z9XQA [SEP] Travel Yoga Mat Foldable [SEP] $18.50 [SEP] B08HZ3D1PL [SEP] Cork Yoga Block Set [SEP] $22.00"},
-    {"role": "assistant", "content": "Thought: The first result is an extra thick yoga mat under budget.\nAction: click[B07K4Q2LMN]"},
-    {"role": "user", "content": "Instruction: [SEP] i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] [Back to Search] [SEP] [< Prev] [SEP] color [SEP] blue [SEP] purple [SEP] black [SEP] Extra Thick Yoga Mat, Non Slip, 1/2 Inch [SEP] Price: $25.99 [SEP] Rating: N.A. [SEP] Description [SEP] Features [SEP] Reviews [SEP] Buy Now"},
+    {
+        "role": "user",
+        "content": (
+            "WebShop [SEP] Instruction: [SEP] "
+            "i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] Search"
+        ),
+    },
+    {
+        "role": "assistant",
+        "content": "Thought: I should search for the key words.\nAction: search[blue extra thick yoga mat]",
+    },
+    {
+        "role": "user",
+        "content": (
+            "Instruction: [SEP] "
+            "i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] "
+            "[Back to Search] [SEP] Page 1 (Total results: 3) [SEP] [Next >] [SEP] B07K4Q2LMN [SEP] "
+            "Extra Thick Yoga Mat, Non Slip, 1/2 Inch [SEP] $25.99 [SEP] B01N0Z9XQA [SEP] "
+            "Travel Yoga Mat Foldable [SEP] $18.50 [SEP] B08HZ3D1PL [SEP] Cork Yoga Block Set [SEP] $22.00"
+        ),
+    },
+    {
+        "role": "assistant",
+        "content": "Thought: The first result is an extra thick yoga mat under budget.\nAction: click[B07K4Q2LMN]",
+    },
+    {
+        "role": "user",
+        "content": (
+            "Instruction: [SEP] "
+            "i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars [SEP] "
+            "[Back to Search] [SEP] [< Prev] [SEP] color [SEP] blue [SEP] purple [SEP] black [SEP] "
+            "Extra Thick Yoga Mat, Non Slip, 1/2 Inch [SEP] Price: $25.99 [SEP] Rating: N.A. [SEP] "
+            "Description [SEP] Features [SEP] Reviews [SEP] Buy Now"
+        ),
+    },
     {"role": "assistant", "content": "Thought: Select blue.\nAction: click[blue]"},
     {"role": "user", "content": "You have clicked blue."},
     {"role": "assistant", "content": "Action: click[Buy Now]"},
@@ -236,7 +271,11 @@ def _webshop_goal(row: Mapping[str, Any]) -> str:
 
 def webshop_rule_score(instruction: str, page: str, clicked_options: list[str]) -> float:
     """Rule-based score of a purchase: matched attribute words + price term, over their count."""
-    words = [w for w in re.findall(r"[a-z0-9]+(?:[.-][a-z0-9]+)*", instruction.lower()) if w not in _STOP_WORDS and not re.fullmatch(r"\d+(\.\d+)?", w)]
+    words = [
+        w
+        for w in re.findall(r"[a-z0-9]+(?:[.-][a-z0-9]+)*", instruction.lower())
+        if w not in _STOP_WORDS and not re.fullmatch(r"\d+(\.\d+)?", w)
+    ]
     words = list(dict.fromkeys(words))
     haystack = (page + " " + " ".join(clicked_options)).lower()
     matched = sum(1 for w in words if re.search(rf"\b{re.escape(w)}", haystack))
@@ -278,16 +317,34 @@ def _webshop_after_observation(action: str, observation: str, state: dict[str, A
 
 SPECS: dict[str, SelfPlaySpec] = {
     "twenty_questions": SelfPlaySpec(
-        "twenty_questions", TWENTY_QUESTIONS_AGENT, TWENTY_QUESTIONS_ENV, 20, TWENTY_QUESTIONS_EXAMPLE,
-        _twenty_questions_goal, _twenty_questions_after_action, _twenty_questions_after_observation,
+        "twenty_questions",
+        TWENTY_QUESTIONS_AGENT,
+        TWENTY_QUESTIONS_ENV,
+        20,
+        TWENTY_QUESTIONS_EXAMPLE,
+        _twenty_questions_goal,
+        _twenty_questions_after_action,
+        _twenty_questions_after_observation,
     ),
     "car_dealer": SelfPlaySpec(
-        "car_dealer", CAR_DEALER_AGENT, CAR_DEALER_ENV, 25, CAR_DEALER_EXAMPLE,
-        _car_dealer_goal, _car_dealer_after_action, _car_dealer_after_observation,
+        "car_dealer",
+        CAR_DEALER_AGENT,
+        CAR_DEALER_ENV,
+        25,
+        CAR_DEALER_EXAMPLE,
+        _car_dealer_goal,
+        _car_dealer_after_action,
+        _car_dealer_after_observation,
     ),
     "webshop": SelfPlaySpec(
-        "webshop", WEBSHOP_AGENT, WEBSHOP_ENV, 15, WEBSHOP_EXAMPLE,
-        _webshop_goal, _webshop_after_action, _webshop_after_observation,
+        "webshop",
+        WEBSHOP_AGENT,
+        WEBSHOP_ENV,
+        15,
+        WEBSHOP_EXAMPLE,
+        _webshop_goal,
+        _webshop_after_action,
+        _webshop_after_observation,
     ),
 }
 

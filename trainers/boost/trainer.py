@@ -146,7 +146,10 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         self.training_rows = select_rows(args, train_dataset, synthetic_dataset)
         self.val_rows = check_val(args, val_dataset)
         tokenized = tokenize_dataset(
-            self.training_rows, processing_class, max_length=args.max_length, num_proc=args.dataset_num_proc,
+            self.training_rows,
+            processing_class,
+            max_length=args.max_length,
+            num_proc=args.dataset_num_proc,
             keep_columns=("id", "source", "weight", "traj_index"),
         )
         self._theta_micro_step: ThetaMicroStep | None = None
@@ -154,9 +157,19 @@ class BilevelReweightTrainer(OfflineRLTrainer):
 
         # ---- the policy is built by OfflineRLTrainer (seeded there); _extend_policy adds ψ to it
         super().__init__(
-            model, args=args, train_dataset=tokenized, eval_dataset=eval_dataset, processing_class=processing_class,
-            data_collator=data_collator, peft_config=peft_config, value_heads=value_heads, eval_env=eval_env,
-            rollout_fn=rollout_fn, callbacks=callbacks, optimizers=optimizers, **kwargs,
+            model,
+            args=args,
+            train_dataset=tokenized,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            data_collator=data_collator,
+            peft_config=peft_config,
+            value_heads=value_heads,
+            eval_env=eval_env,
+            rollout_fn=rollout_fn,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
         )
         self.is_synthetic = torch.tensor([s == "synthetic" for s in self.training_rows["source"]], dtype=torch.bool)
         if not args.is_bilevel:
@@ -179,13 +192,16 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         if embeddings is None:
             fingerprint = model_fingerprint(unwrap_base(embed_model))
             cache = TrajectoryEmbeddingCache(
-                args.embedding_cache_dir, batch_size=args.embedding_batch_size,
-                max_length=args.embedding_max_length or args.max_length or 1024, pooling=args.embedding_pooling,
+                args.embedding_cache_dir,
+                batch_size=args.embedding_batch_size,
+                max_length=args.embedding_max_length or args.max_length or 1024,
+                pooling=args.embedding_pooling,
             )
             # a model partitioned at load (ZeRO-3 zero.Init) embeds with its full weights, gathered for the pass
             with _gathered(list(embed_model.parameters())):
-                embeddings = cache.embed(embed_model, tokenizer, self.training_rows, model_id=embed_id,
-                                         fingerprint=fingerprint)
+                embeddings = cache.embed(
+                    embed_model, tokenizer, self.training_rows, model_id=embed_id, fingerprint=fingerprint
+                )
             self.embedding_fingerprint = fingerprint
         if embeddings.shape[0] != len(self.training_rows):
             raise ValueError(
@@ -195,12 +211,18 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         self.embeddings = embeddings.float().to(self.policy.device)
         if head is None:
             head = ReweightingHead(
-                self.embeddings.shape[1], depth=args.reweight_depth, hidden_dim=args.reweight_hidden_dim,
-                base_model_id=embed_id, embedding_fingerprint=self.embedding_fingerprint,
+                self.embeddings.shape[1],
+                depth=args.reweight_depth,
+                hidden_dim=args.reweight_hidden_dim,
+                base_model_id=embed_id,
+                embedding_fingerprint=self.embedding_fingerprint,
             )
         else:
-            head.check_compatible(base_model_id=embed_id, embedding_dim=self.embeddings.shape[1],
-                                  embedding_fingerprint=self.embedding_fingerprint)
+            head.check_compatible(
+                base_model_id=embed_id,
+                embedding_dim=self.embeddings.shape[1],
+                embedding_fingerprint=self.embedding_fingerprint,
+            )
         self.reweighting_head = head.float().to(self.policy.device)
         self.reweighting_optimizer = torch.optim.AdamW(
             self.reweighting_head.parameters(), lr=args.reweight_learning_rate, weight_decay=args.reweight_weight_decay
@@ -274,7 +296,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
     def batch_weights(self, inputs: Mapping[str, torch.Tensor], grad: bool = False) -> torch.Tensor:
         """Softmax weights of the batch's trajectories (φ's graph kept when ``grad``)."""
         if "traj_index" not in inputs:
-            raise KeyError("batch has no 'traj_index': the bilevel trainer's collated batches carry the trajectory index")
+            raise KeyError(
+                "batch has no 'traj_index': the bilevel trainer's collated batches carry the trajectory index"
+            )
         index = inputs["traj_index"].to(self.embeddings.device)
         with torch.enable_grad() if grad else torch.no_grad():
             return self.reweighting_head.normalized_weights(self.embeddings[index])
@@ -288,8 +312,12 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         its backward, θ keeps the single combined pass, as it does with ``split_theta_backward=False``.
         """
         step = self.state.global_step
-        if (not self.args.is_bilevel or not self.args.split_theta_backward or self.is_deepspeed_enabled
-                or self.phase_at(step).phase != "theta"):
+        if (
+            not self.args.is_bilevel
+            or not self.args.split_theta_backward
+            or self.is_deepspeed_enabled
+            or self.phase_at(step).phase != "theta"
+        ):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         self._activate("theta")
@@ -332,8 +360,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         self._activate("theta")
         if phase == "theta":
             if prepared is not None and prepared.step == step:
-                return algorithm.theta_step(model, batch, self.batch_weights(inputs), alpha, self._spec("theta"),
-                                            val_loss=prepared.val_loss)
+                return algorithm.theta_step(
+                    model, batch, self.batch_weights(inputs), alpha, self._spec("theta"), val_loss=prepared.val_loss
+                )
             spec = self._spec("theta", val=self._val_batch(step, micro))
             return algorithm.theta_step(model, batch, self.batch_weights(inputs), alpha, spec)
         # DeepSpeed's ZeRO backward needs at least one gradient of the engine's parameters (ZeRO-1/2 set up
@@ -342,8 +371,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         weights = self.batch_weights(inputs, grad=True)
         if self.args.phi_signal == "paper":
             return algorithm.phi_step_paper(model, batch, weights, alpha, spec)
-        return algorithm.phi_step_val_alignment(model, self.policy, batch, self._val_batch(step, micro), weights,
-                                                self.args.weight_temperature, spec)
+        return algorithm.phi_step_val_alignment(
+            model, self.policy, batch, self._val_batch(step, micro), weights, self.args.weight_temperature, spec
+        )
 
     def _log_weights(self, weights: torch.Tensor, inputs) -> None:
         metrics = self._metrics["train"]
@@ -386,8 +416,10 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         """θ ← ψ (:func:`trainers.boost.algorithm.copy_psi_to_theta`)."""
         adapters = self.args.aux_mode == "separate_adapters"
         algorithm.copy_psi_to_theta(
-            self.policy, theta_adapter=self._theta_adapter_name() if adapters else None,
-            deepspeed=self.is_deepspeed_enabled and getattr(self, "deepspeed", None) is not None, gathered=_gathered,
+            self.policy,
+            theta_adapter=self._theta_adapter_name() if adapters else None,
+            deepspeed=self.is_deepspeed_enabled and getattr(self, "deepspeed", None) is not None,
+            gathered=_gathered,
         )
 
     def create_optimizer(self, model=None):
@@ -452,18 +484,27 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             raise ValueError(f"method={self.args.method!r} does not learn weights (use 'bilevel' or 'boost')")
         from .weight_analysis import weights_dataset
 
-        return weights_dataset(self.reweighting_head, self.embeddings, self.training_rows["id"],
-                               self.training_rows["source"])
+        return weights_dataset(
+            self.reweighting_head, self.embeddings, self.training_rows["id"], self.training_rows["source"]
+        )
 
     def bilevel_state(self) -> dict[str, Any]:
         step = self.state.global_step
         position = self.phase_at(step)
         return {
-            "method": self.args.method, "aux_mode": self.args.aux_mode, "phi_signal": self.args.phi_signal,
-            "global_step": step, "next_phase": position.phase, "outer_iteration": position.outer,
-            "step_in_phase": position.step_in_phase, "alpha": self.alpha_at(step),
-            "k_psi": self.args.k_psi, "k_theta": self.args.k_theta, "k_phi": self.args.k_phi,
-            "training_trajectories": len(self.training_rows), "synthetic_trajectories": int(self.is_synthetic.sum()),
+            "method": self.args.method,
+            "aux_mode": self.args.aux_mode,
+            "phi_signal": self.args.phi_signal,
+            "global_step": step,
+            "next_phase": position.phase,
+            "outer_iteration": position.outer,
+            "step_in_phase": position.step_in_phase,
+            "alpha": self.alpha_at(step),
+            "k_psi": self.args.k_psi,
+            "k_theta": self.args.k_theta,
+            "k_phi": self.args.k_phi,
+            "training_trajectories": len(self.training_rows),
+            "synthetic_trajectories": int(self.is_synthetic.sum()),
         }
 
     # ------------------------------------------------------------------------------ saving / resuming
@@ -489,7 +530,7 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         psi_state = None
         if state_dict is not None:
             # the gathered full state dict (ZeRO-3) holds ψ under "psi_heads."; the live heads are partitioned
-            psi_state = {k[len("psi_heads."):]: v for k, v in state_dict.items() if k.startswith("psi_heads.")} or None
+            psi_state = {k[len("psi_heads.") :]: v for k, v in state_dict.items() if k.startswith("psi_heads.")} or None
         self.psi_heads.save_pretrained(Path(output_dir) / PSI_HEADS_SUBFOLDER, state_dict=psi_state)
         args = self.args
         self.reweighting_head.training_details = (
@@ -536,7 +577,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         device = str(self.policy.device)
         psi_file = str(folder / PSI_HEADS_SUBFOLDER / "model.safetensors")
         self.psi_heads.load_state_dict(safetensors.torch.load_file(psi_file, device=device))
-        head = ReweightingHead.from_pretrained(folder / REWEIGHTING_SUBFOLDER, expected_embedding_dim=self.embeddings.shape[1])
+        head = ReweightingHead.from_pretrained(
+            folder / REWEIGHTING_SUBFOLDER, expected_embedding_dim=self.embeddings.shape[1]
+        )
         self.reweighting_head.load_state_dict(head.state_dict())
         self.reweighting_optimizer.load_state_dict(
             torch.load(folder / PHI_OPTIMIZER_FILE, map_location=device, weights_only=True)
@@ -547,8 +590,9 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             adapter = folder / PSI_ADAPTER / "adapter_model.safetensors"
             if not adapter.is_file():
                 raise FileNotFoundError(f"{str(adapter)!r} is missing: the checkpoint has no psi adapter")
-            set_peft_model_state_dict(self.policy.base, safetensors.torch.load_file(str(adapter), device=device),
-                                      adapter_name=PSI_ADAPTER)
+            set_peft_model_state_dict(
+                self.policy.base, safetensors.torch.load_file(str(adapter), device=device), adapter_name=PSI_ADAPTER
+            )
 
 
 def load_bilevel_artifacts(directory: str | os.PathLike) -> dict[str, Any]:

@@ -101,8 +101,13 @@ class TrajectoryEmbeddingCache:
             actions are, which a hidden-state average does not carry).
     """
 
-    def __init__(self, cache_dir: str | Path | None = None, batch_size: int = 8, max_length: int = 1024,
-                 pooling: str = "last_token"):
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        pooling: str = "last_token",
+    ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.pooling = pooling
@@ -149,7 +154,9 @@ class TrajectoryEmbeddingCache:
             if cached.shape[0] == len(messages):
                 return cached
         embeddings = self._compute(model, tokenizer, messages, show_progress)
-        self._write(path, embeddings, {"model_id": model_id, "model_fingerprint": fingerprint, "data_fingerprint": data_key})
+        self._write(
+            path, embeddings, {"model_id": model_id, "model_fingerprint": fingerprint, "data_fingerprint": data_key}
+        )
         return embeddings
 
     @torch.no_grad()
@@ -224,7 +231,9 @@ class TrajectoryEmbeddingCache:
                 os.unlink(temp)
 
 
-def _action_nll(model, hidden: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def _action_nll(
+    model, hidden: torch.Tensor, ids: torch.Tensor, actions: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
     """``[B, 2]``: mean and max negative log-likelihood of each row's action tokens under ``model``.
 
     Token ``t`` is predicted from the state at ``t - 1``; only action positions are projected onto
@@ -250,10 +259,29 @@ def _action_nll(model, hidden: torch.Tensor, ids: torch.Tensor, actions: torch.T
     return out
 
 
-def embed_trajectories(model, tokenizer, rows, *, cache_dir=None, batch_size: int = 8, max_length: int = 1024,
-                       model_id: str | None = None, pooling: str = "last_token") -> torch.Tensor:
-    """One-call helper: :class:`TrajectoryEmbeddingCache` ``(cache_dir, batch_size, max_length, pooling).embed(...)``."""
-    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length, pooling).embed(model, tokenizer, rows, model_id=model_id)
+def embed_trajectories(
+    model,
+    tokenizer,
+    rows,
+    *,
+    cache_dir=None,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    model_id: str | None = None,
+    pooling: str = "last_token",
+) -> torch.Tensor:
+    """One call: :class:`TrajectoryEmbeddingCache` ``(cache_dir, batch_size, max_length, pooling).embed(...)``."""
+    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length, pooling).embed(
+        model, tokenizer, rows, model_id=model_id
+    )
 
 
-__all__ = ["POOLINGS", "TrajectoryEmbeddingCache", "data_fingerprint", "default_cache_dir", "embed_trajectories", "model_fingerprint", "render_trajectory"]
+__all__ = [
+    "POOLINGS",
+    "TrajectoryEmbeddingCache",
+    "data_fingerprint",
+    "default_cache_dir",
+    "embed_trajectories",
+    "model_fingerprint",
+    "render_trajectory",
+]

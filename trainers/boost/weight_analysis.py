@@ -27,12 +27,19 @@ import torch
 
 
 @torch.no_grad()
-def weights_dataset(head, embeddings: torch.Tensor, ids: Sequence[str], sources: Sequence[str], batch_size: int = 4096) -> datasets.Dataset:
+def weights_dataset(
+    head, embeddings: torch.Tensor, ids: Sequence[str], sources: Sequence[str], batch_size: int = 4096
+) -> datasets.Dataset:
     """``id, source, weight, relative_change`` for every row of ``embeddings`` (see the module docstring)."""
     if len(ids) != embeddings.shape[0] or len(sources) != embeddings.shape[0]:
         raise ValueError(f"{embeddings.shape[0]} embeddings but {len(ids)} ids and {len(sources)} sources")
     device = next(head.parameters()).device
-    logits = torch.cat([head(embeddings[i : i + batch_size].to(device)).float().cpu() for i in range(0, embeddings.shape[0], batch_size)])
+    logits = torch.cat(
+        [
+            head(embeddings[i : i + batch_size].to(device)).float().cpu()
+            for i in range(0, embeddings.shape[0], batch_size)
+        ]
+    )
     weight = torch.softmax(logits, dim=0) * logits.numel()
     return datasets.Dataset.from_dict(
         {
@@ -44,7 +51,9 @@ def weights_dataset(head, embeddings: torch.Tensor, ids: Sequence[str], sources:
     )
 
 
-def mean_knn_l1_distance(queries: np.ndarray, references: np.ndarray, k: int = 10, exclude_self: bool = False) -> np.ndarray:
+def mean_knn_l1_distance(
+    queries: np.ndarray, references: np.ndarray, k: int = 10, exclude_self: bool = False
+) -> np.ndarray:
     """Mean L1 distance of each query to its ``k`` nearest references (fewer if there are fewer)."""
     queries, references = np.asarray(queries, dtype=np.float64), np.asarray(references, dtype=np.float64)
     if references.shape[0] == 0:
@@ -89,7 +98,9 @@ def plot_relative_change(weights: datasets.Dataset, path: str | os.PathLike, tit
     bins = np.linspace(change.min(), change.max(), 30) if change.max() > change.min() else 10
     for source, colour in zip(sorted(set(sources)), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         values = change[sources == source]
-        ax.hist(values, bins=bins, alpha=0.6, color=colour, label=f"{source} (n={values.size}, mean {values.mean():+.2f}%)")
+        ax.hist(
+            values, bins=bins, alpha=0.6, color=colour, label=f"{source} (n={values.size}, mean {values.mean():+.2f}%)"
+        )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("relative weight change from uniform (%)")
     ax.set_ylabel("trajectories")
@@ -102,7 +113,11 @@ def plot_relative_change(weights: datasets.Dataset, path: str | os.PathLike, tit
 
 
 def plot_weight_vs_distance(
-    weights: datasets.Dataset, embeddings: torch.Tensor | np.ndarray, path: str | os.PathLike, k: int = 10, title: str = ""
+    weights: datasets.Dataset,
+    embeddings: torch.Tensor | np.ndarray,
+    path: str | os.PathLike,
+    k: int = 10,
+    title: str = "",
 ) -> float:
     """Relative change of synthetic points vs mean L1 distance to their ``k`` nearest real points.
 
@@ -152,7 +167,10 @@ def analyze_weights(
     output_dir.mkdir(parents=True, exist_ok=True)
     weights = weights_dataset(head, embeddings, ids, sources)
     fields = {
-        "extra_columns": {"source": "real or synthetic", "relative_change": "weight - 1 (relative change from uniform)"},
+        "extra_columns": {
+            "source": "real or synthetic",
+            "relative_change": "weight - 1 (relative change from uniform)",
+        },
         "base_model": getattr(head, "base_model_id", ""),
         **(card_fields or {}),
     }
@@ -172,8 +190,18 @@ def analyze_weights(
         mask = np.asarray(weights["source"]) == source
         summary[f"mean_relative_change_{source}"] = float(np.asarray(weights["relative_change"])[mask].mean())
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    print(f"[weights] Pearson r(relative weight change, mean L1 distance to {k} nearest real) = {r:+.3f} over {len(weights)} trajectories")
+    print(
+        f"[weights] Pearson r(relative weight change, mean L1 distance to {k} nearest real) = {r:+.3f} "
+        f"over {len(weights)} trajectories"
+    )
     return summary
 
 
-__all__ = ["analyze_weights", "mean_knn_l1_distance", "pearson", "plot_relative_change", "plot_weight_vs_distance", "weights_dataset"]
+__all__ = [
+    "analyze_weights",
+    "mean_knn_l1_distance",
+    "pearson",
+    "plot_relative_change",
+    "plot_weight_vs_distance",
+    "weights_dataset",
+]

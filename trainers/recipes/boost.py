@@ -57,28 +57,49 @@ class BoostRecipeArguments:
 
     env: str = field(default="webshop", metadata={"help": "Built-in environment.", "choices": list(ENV_DEFAULTS)})
     model: str = field(default="", metadata={"help": "Policy model (id or folder; default: the embedded SmolLM2)."})
-    dataset: str | None = field(default=None, metadata={"help": "Hub id or path of real trajectories (default: "
-                                                        "scripted expert and noisy episodes)."})
-    methods: list[str] | None = field(default=None, metadata={"help": "Train these methods on the same data and "
-                                      "theta-update budget and compare them (default: --method alone)."})
-    num_real: int = field(default=40, metadata={"help": "Scripted real episodes when no --dataset (paper: 2,000 on "
-                                                "WebShop)."})
-    num_categories: int | None = field(default=10, metadata={"help": "Task categories of the scripted episodes "
-                                                              "(None = all)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of real trajectories (default: scripted expert and noisy episodes)."},
+    )
+    methods: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Train these methods on the same data and "
+            "theta-update budget and compare them (default: --method alone)."
+        },
+    )
+    num_real: int = field(
+        default=40, metadata={"help": "Scripted real episodes when no --dataset (paper: 2,000 on WebShop)."}
+    )
+    num_categories: int | None = field(
+        default=10, metadata={"help": "Task categories of the scripted episodes (None = all)."}
+    )
     noise: float = field(default=0.5, metadata={"help": "Fraction of scripted episodes played by the noisy policy."})
-    low_data_fraction: float | None = field(default=None, metadata={"help": "Low-data regime: keep this fraction of "
-                                            "train (paper 0.30 / 0.025 / 0.10 on WebShop / 20Q / Car Dealer)."})
+    low_data_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Low-data regime: keep this fraction of "
+            "train (paper 0.30 / 0.025 / 0.10 on WebShop / 20Q / Car Dealer)."
+        },
+    )
     train_category_fraction: float = field(default=0.6, metadata={"help": "Categories in train (paper 0.6)."})
     val_split: float = field(default=0.3, metadata={"help": "Held-out trajectories in val (paper 0.3)."})
     split_seed: int = field(default=0, metadata={"help": "Category split seed (shared by all methods)."})
-    match_theta_updates: bool = field(default=True, metadata={"help": "Give the uniform-weight methods as many "
-                                      "optimizer steps as the bilevel schedule gives theta (the same policy budget)."})
+    match_theta_updates: bool = field(
+        default=True,
+        metadata={
+            "help": "Give the uniform-weight methods as many "
+            "optimizer steps as the bilevel schedule gives theta (the same policy budget)."
+        },
+    )
     synthetic_max_steps: int = field(default=4, metadata={"help": "Agent actions per synthetic episode."})
-    synthetic_max_new_tokens: int = field(default=32, metadata={"help": "Tokens per generated agent turn "
-                                          "(observations get twice as many)."})
+    synthetic_max_new_tokens: int = field(
+        default=32, metadata={"help": "Tokens per generated agent turn (observations get twice as many)."}
+    )
     synthetic_batch_size: int = field(default=8, metadata={"help": "Episodes per generate call."})
-    synthetic_path: str | None = field(default=None, metadata={"help": "Reuse synthetic trajectories saved by an "
-                                       "earlier run."})
+    synthetic_path: str | None = field(
+        default=None, metadata={"help": "Reuse synthetic trajectories saved by an earlier run."}
+    )
     num_eval_episodes: int = field(default=8, metadata={"help": "Live evaluation episodes per method (paper 64)."})
     eval_max_new_tokens: int = field(default=48, metadata={"help": "Tokens per agent turn in evaluation."})
     eval_batch_size: int = field(default=8, metadata={"help": "Episodes played at once in evaluation."})
@@ -96,10 +117,22 @@ def small_scale_defaults(env: str) -> dict[str, Any]:
     """Trainer defaults that keep one run within minutes on 2 CPU cores (2 outer iterations of K 3/3/1)."""
     values = ENV_DEFAULTS[env]
     return dict(
-        output_dir=f"outputs/boost-{env}", method="boost", alpha=values["alpha"], reweight_depth=values["reweight_depth"],
-        k_psi=3, k_theta=3, k_phi=1, max_steps=14, per_device_train_batch_size=values["per_device_train_batch_size"],
-        max_length=values["max_length"], learning_rate=1e-4, cql_weight=10.0, logging_steps=1, save_strategy="no",
-        report_to=[], seed=0,
+        output_dir=f"outputs/boost-{env}",
+        method="boost",
+        alpha=values["alpha"],
+        reweight_depth=values["reweight_depth"],
+        k_psi=3,
+        k_theta=3,
+        k_phi=1,
+        max_steps=14,
+        per_device_train_batch_size=values["per_device_train_batch_size"],
+        max_length=values["max_length"],
+        learning_rate=1e-4,
+        cql_weight=10.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
         # bf16 autocast on CPU needs use_cpu (TrainingArguments refuses bf16 "on GPU" without one)
         use_cpu=not torch.cuda.is_available(),
     )
@@ -193,8 +226,9 @@ def load_real(recipe: BoostRecipeArguments, env, real_builder: Callable | None =
     return to_dataset(builder(env, tasks, recipe.noise, recipe.split_seed))
 
 
-def generate_synthetic(recipe: BoostRecipeArguments, config: BilevelReweightConfig, model, tokenizer,
-                       train: datasets.Dataset, out: Path) -> datasets.Dataset:
+def generate_synthetic(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, model, tokenizer, train: datasets.Dataset, out: Path
+) -> datasets.Dataset:
     """One self-play trajectory per train trajectory (or ``--synthetic_path``), saved under ``out``."""
     if recipe.synthetic_path:
         return datasets.load_from_disk(recipe.synthetic_path)
@@ -203,18 +237,25 @@ def generate_synthetic(recipe: BoostRecipeArguments, config: BilevelReweightConf
     # a bf16 copy generates several times faster on CPU than the fp32 weights under autocast
     generation_model = copy.deepcopy(model).to(torch.bfloat16) if config.bf16 else model
     generator = SyntheticTrajectoryGenerator(
-        generation_model, tokenizer,
+        generation_model,
+        tokenizer,
         SyntheticConfig(
-            env_name=recipe.env, max_steps=recipe.synthetic_max_steps, max_new_tokens_agent=recipe.synthetic_max_new_tokens,
-            max_new_tokens_env=2 * recipe.synthetic_max_new_tokens, batch_size=recipe.synthetic_batch_size,
-            seed=config.seed, max_prompt_tokens=config.max_length or 1024,
+            env_name=recipe.env,
+            max_steps=recipe.synthetic_max_steps,
+            max_new_tokens_agent=recipe.synthetic_max_new_tokens,
+            max_new_tokens_env=2 * recipe.synthetic_max_new_tokens,
+            batch_size=recipe.synthetic_batch_size,
+            seed=config.seed,
+            max_prompt_tokens=config.max_length or 1024,
         ),
         generator_id=recipe.model,
     )
     synthetic = generator.generate(train)
     synthetic.save_to_disk(str(out / "synthetic_trajectories"))
-    print(f"[data] {len(synthetic)} synthetic trajectories, {sum(synthetic['success'])} judged successful by the "
-          "self-play rules")
+    print(
+        f"[data] {len(synthetic)} synthetic trajectories, {sum(synthetic['success'])} judged successful by the "
+        "self-play rules"
+    )
     return synthetic
 
 
@@ -224,7 +265,9 @@ def theta_updates(max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> int:
     return outer * k_theta + min(max(rest - k_psi, 0), k_theta)
 
 
-def method_config(config: BilevelReweightConfig, method: str, out: Path, match_theta_updates: bool) -> BilevelReweightConfig:
+def method_config(
+    config: BilevelReweightConfig, method: str, out: Path, match_theta_updates: bool
+) -> BilevelReweightConfig:
     """``config`` for ``method``; the uniform-weight methods get as many steps as the bilevel schedule gives θ."""
     args = copy.deepcopy(config)
     args.method, args.output_dir = method, str(out)
@@ -234,15 +277,17 @@ def method_config(config: BilevelReweightConfig, method: str, out: Path, match_t
 
 
 # ------------------------------------------------------------------------------------------ stages
-def evaluate(recipe: BoostRecipeArguments, config: BilevelReweightConfig, trainer, env, evaluation, tokenizer,
-             out: Path) -> dict[str, Any]:
+def evaluate(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, trainer, env, evaluation, tokenizer, out: Path
+) -> dict[str, Any]:
     """Live episodes of the value-guided policy on held-out categories; writes ``eval.md``, ``eval.png``."""
     from ..data.schema import to_dataset as rows_to_dataset
     from ..envs.rollout import evaluate_policy
 
     held_out = set(evaluation["category"])
-    tasks = _spread_over_categories([t for t in env.tasks() if t.category in held_out], recipe.num_eval_episodes,
-                                    seed=1234)
+    tasks = _spread_over_categories(
+        [t for t in env.tasks() if t.category in held_out], recipe.num_eval_episodes, seed=1234
+    )
     if config.bf16:
         # training is over (artifacts saved): bf16 weights decode ~1.3x and prefill ~3x faster on CPU than
         # fp32 weights under bf16 autocast, which casts them again on every forward
@@ -251,20 +296,36 @@ def evaluate(recipe: BoostRecipeArguments, config: BilevelReweightConfig, traine
     trainer.policy.eval()
     try:
         result = evaluate_policy(
-            guided.model, recipe.env, tasks, num_episodes=recipe.num_eval_episodes, tokenizer=tokenizer,
-            logits_processor=[guided.processor], max_new_tokens=recipe.eval_max_new_tokens,
-            batch_size=recipe.eval_batch_size, max_turns=recipe.eval_max_turns, max_prompt_tokens=config.max_length,
+            guided.model,
+            recipe.env,
+            tasks,
+            num_episodes=recipe.num_eval_episodes,
+            tokenizer=tokenizer,
+            logits_processor=[guided.processor],
+            max_new_tokens=recipe.eval_max_new_tokens,
+            batch_size=recipe.eval_batch_size,
+            max_turns=recipe.eval_max_turns,
+            max_prompt_tokens=config.max_length,
         )
     finally:
         guided.processor.detach()
     (out / "eval.md").write_text(result.to_markdown(config.method))
     rows_to_dataset(result.rows).save_to_disk(str(out / "eval_trajectories"))  # what the policy actually did
     result.plot(out / "eval.png", title=f"{recipe.env}: {config.method}")
-    empty = sum(1 for row in result.rows for m in row["messages"] if m["role"] == "assistant" and not m["content"].strip())
-    print(f"[eval] {config.method}: return {result.mean_return:.3f} ± {result.stderr:.3f}, success "
-          f"{result.success_rate:.2f} over {result.num_episodes} episodes ({empty} empty actions)")
-    return {"mean_return": result.mean_return, "stderr": result.stderr, "success_rate": result.success_rate,
-            "episodes": result.num_episodes, "empty_actions": empty}
+    empty = sum(
+        1 for row in result.rows for m in row["messages"] if m["role"] == "assistant" and not m["content"].strip()
+    )
+    print(
+        f"[eval] {config.method}: return {result.mean_return:.3f} ± {result.stderr:.3f}, success "
+        f"{result.success_rate:.2f} over {result.num_episodes} episodes ({empty} empty actions)"
+    )
+    return {
+        "mean_return": result.mean_return,
+        "stderr": result.stderr,
+        "success_rate": result.success_rate,
+        "episodes": result.num_episodes,
+        "empty_actions": empty,
+    }
 
 
 def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
@@ -278,8 +339,14 @@ def analyse(trainer, out: Path, title: str) -> dict[str, Any]:
     """Figure 2 (``weights_analysis/``) plus the mean weight per source and per scripted quality."""
     from ..boost.weight_analysis import analyze_weights
 
-    summary = analyze_weights(trainer.reweighting_head, trainer.embeddings, trainer.training_rows["id"],
-                              trainer.training_rows["source"], out / "weights_analysis", title=title)
+    summary = analyze_weights(
+        trainer.reweighting_head,
+        trainer.embeddings,
+        trainer.training_rows["id"],
+        trainer.training_rows["source"],
+        out / "weights_analysis",
+        title=title,
+    )
     weights = trainer.trajectory_weights()
     groups: dict[str, list[float]] = defaultdict(list)
     for row_id, source, weight in zip(weights["id"], weights["source"], weights["weight"]):
@@ -303,8 +370,12 @@ def train_method(recipe, config, method, data, tokenizer, peft_config, timer: St
     model = load_causal_lm(recipe.model, dtype=torch.float32)
     with timer(f"{method}/setup (tokenize, embed)" if args.is_bilevel else f"{method}/setup (tokenize)"):
         trainer = BilevelReweightTrainer(
-            model, args, train_dataset=data["train"], val_dataset=data["val"] if args.is_bilevel else None,
-            synthetic_dataset=data["synthetic"] if args.uses_synthetic else None, processing_class=tokenizer,
+            model,
+            args,
+            train_dataset=data["train"],
+            val_dataset=data["val"] if args.is_bilevel else None,
+            synthetic_dataset=data["synthetic"] if args.uses_synthetic else None,
+            processing_class=tokenizer,
             peft_config=peft_config,
         )
     phase_of = (lambda step: trainer.phase_at(step).phase) if args.is_bilevel else None
@@ -315,7 +386,9 @@ def train_method(recipe, config, method, data, tokenizer, peft_config, timer: St
     return trainer, args, method_out
 
 
-def run(recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builder: Callable | None = None) -> dict[str, Any]:
+def run(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builder: Callable | None = None
+) -> dict[str, Any]:
     """The whole pipeline for ``config.method`` (or every method of ``recipe.methods``, see :func:`compare`)."""
     methods = list(recipe.methods) if recipe.methods else [config.method]
     unknown = [m for m in methods if m not in METHODS]
@@ -335,26 +408,41 @@ def run(recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builde
     if recipe.lora_r > 0:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=recipe.lora_r, lora_alpha=2 * recipe.lora_r, task_type="CAUSAL_LM",
-                                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        peft_config = LoraConfig(
+            r=recipe.lora_r,
+            lora_alpha=2 * recipe.lora_r,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
     with timer("data (real episodes, split)"):
         real = load_real(recipe, env, real_builder)
-        splits = split_by_category(real, recipe.train_category_fraction, recipe.val_split, recipe.low_data_fraction,
-                                   seed=recipe.split_seed)
+        splits = split_by_category(
+            real, recipe.train_category_fraction, recipe.val_split, recipe.low_data_fraction, seed=recipe.split_seed
+        )
     print(splits.split_report if hasattr(splits, "split_report") else splits)
     data: dict[str, Any] = {"train": splits["train"], "val": splits["val"], "synthetic": None}
     if any(m in ("vanilla_synthetic", "boost") for m in methods):
         with timer("self-play (synthetic data)"):
-            data["synthetic"] = generate_synthetic(recipe, config, load_causal_lm(recipe.model, dtype=torch.float32),
-                                                   tokenizer, data["train"], out)
-    results: dict[str, Any] = {"env": recipe.env, "train": len(data["train"]), "val": len(data["val"]),
-                               "eval_pool": len(splits["eval"]),
-                               "synthetic": 0 if data["synthetic"] is None else len(data["synthetic"]), "methods": {}}
+            data["synthetic"] = generate_synthetic(
+                recipe, config, load_causal_lm(recipe.model, dtype=torch.float32), tokenizer, data["train"], out
+            )
+    results: dict[str, Any] = {
+        "env": recipe.env,
+        "train": len(data["train"]),
+        "val": len(data["val"]),
+        "eval_pool": len(splits["eval"]),
+        "synthetic": 0 if data["synthetic"] is None else len(data["synthetic"]),
+        "methods": {},
+    }
     for method in methods:
         trainer, args, method_out = train_method(recipe, config, method, data, tokenizer, peft_config, timer, out)
-        cell: dict[str, Any] = {"method": method, "optimizer_steps": args.max_steps,
-                                "theta_updates": theta_updates(args.max_steps, args.k_psi, args.k_theta, args.k_phi)
-                                if args.is_bilevel else args.max_steps}
+        cell: dict[str, Any] = {
+            "method": method,
+            "optimizer_steps": args.max_steps,
+            "theta_updates": theta_updates(args.max_steps, args.k_psi, args.k_theta, args.k_phi)
+            if args.is_bilevel
+            else args.max_steps,
+        }
         if args.is_bilevel:
             with timer(f"{method}/analysis"):
                 cell["weights"] = analyse(trainer, method_out, f"{recipe.env} / {method}")
@@ -365,8 +453,10 @@ def run(recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builde
         del trainer
     results["seconds"] = round(time.time() - started, 1)
     results["stages"] = dict(timer.seconds)
-    results["config"] = {"recipe": asdict(recipe), "trainer": {k: v for k, v in config.to_dict().items()
-                                                                 if isinstance(v, (int, float, str, bool, type(None)))}}
+    results["config"] = {
+        "recipe": asdict(recipe),
+        "trainer": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool, type(None)))},
+    }
     # one method: its fields at the top level too, as the single-method runs always wrote them
     if len(methods) == 1:
         results.update(results["methods"][methods[0]])
@@ -382,8 +472,12 @@ def run(recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builde
     return results
 
 
-def compare(recipe: BoostRecipeArguments, config: BilevelReweightConfig,
-            methods: Sequence[str] = ("vanilla_synthetic", "boost"), real_builder: Callable | None = None) -> dict[str, Any]:
+def compare(
+    recipe: BoostRecipeArguments,
+    config: BilevelReweightConfig,
+    methods: Sequence[str] = ("vanilla_synthetic", "boost"),
+    real_builder: Callable | None = None,
+) -> dict[str, Any]:
     """:func:`run` for several methods on the same data and θ-update budget, side by side."""
     recipe = copy.copy(recipe)
     recipe.methods = list(methods)
@@ -392,8 +486,11 @@ def compare(recipe: BoostRecipeArguments, config: BilevelReweightConfig,
 
 def results_table(results: dict[str, Any]) -> str:
     """One markdown row per method: budget, live return, success, weights per source and quality."""
-    lines = ["| method | θ updates | return ± s.e. | success | w real | w synthetic | w expert | w noisy | "
-             "AUC expert>noisy |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | θ updates | return ± s.e. | success | w real | w synthetic | w expert | w noisy | "
+        "AUC expert>noisy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for method, cell in results["methods"].items():
         ev, weights = cell.get("eval"), cell.get("weights", {})
         mean = weights.get("mean_weight", {})
@@ -404,8 +501,10 @@ def results_table(results: dict[str, Any]) -> str:
         score = f"{ev['mean_return']:.3f} ± {ev['stderr']:.3f}" if ev else "not run"
         success = f"{ev['success_rate']:.2f}" if ev else "not run"
         quality = weights.get("auc_expert_over_noisy")
-        lines.append(f"| {method} | {cell['theta_updates']} | {score} | {success} | {w('real')} | {w('synthetic')} | "
-                     f"{w('expert')} | {w('noisy')} | {'n/a' if quality is None else f'{quality:.3f}'} |")
+        lines.append(
+            f"| {method} | {cell['theta_updates']} | {score} | {success} | {w('real')} | {w('synthetic')} | "
+            f"{w('expert')} | {w('noisy')} | {'n/a' if quality is None else f'{quality:.3f}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -419,15 +518,24 @@ def plot_comparison(results: dict[str, Any], path: Path) -> None:
     methods = list(results["methods"])
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     evals = [results["methods"][m].get("eval") or {} for m in methods]
-    axes[0].bar(range(len(methods)), [e.get("mean_return", 0.0) for e in evals],
-                yerr=[e.get("stderr", 0.0) for e in evals], capsize=3, color="#1e88e5")
+    axes[0].bar(
+        range(len(methods)),
+        [e.get("mean_return", 0.0) for e in evals],
+        yerr=[e.get("stderr", 0.0) for e in evals],
+        capsize=3,
+        color="#1e88e5",
+    )
     axes[0].set_xticks(range(len(methods)), methods, fontsize=8)
     axes[0].set_ylabel("live return ± s.e.")
     groups = ["real", "synthetic", "expert", "noisy"]
     for offset, method in enumerate(m for m in methods if "weights" in results["methods"][m]):
         mean = results["methods"][method]["weights"]["mean_weight"]
-        axes[1].bar([g + 0.35 * offset for g in range(len(groups))], [mean.get(g, 0.0) for g in groups], width=0.35,
-                    label=method)
+        axes[1].bar(
+            [g + 0.35 * offset for g in range(len(groups))],
+            [mean.get(g, 0.0) for g in groups],
+            width=0.35,
+            label=method,
+        )
     axes[1].axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
     axes[1].set_xticks(range(len(groups)), groups, fontsize=8)
     axes[1].set_ylabel("mean learned weight (1 = uniform)")
@@ -438,8 +546,13 @@ def plot_comparison(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def main(env: str = "webshop", argv: Sequence[str] | None = None, *, methods: Sequence[str] | None = None,
-         real_builder: Callable | None = None) -> dict[str, Any]:
+def main(
+    env: str = "webshop",
+    argv: Sequence[str] | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    real_builder: Callable | None = None,
+) -> dict[str, Any]:
     """Parse the command line and run; ``methods`` is the default of ``--methods`` (compare these)."""
     from ..allocator import keep_freed_memory
 
@@ -452,6 +565,22 @@ def main(env: str = "webshop", argv: Sequence[str] | None = None, *, methods: Se
     return run(recipe, config, real_builder)
 
 
-__all__ = ["BoostRecipeArguments", "ENV_DEFAULTS", "ExampleArguments", "PhaseTimeCallback", "StageTimer", "analyse",
-           "compare", "evaluate", "generate_synthetic", "load_real", "main", "method_config", "parse_args",
-           "results_table", "run", "small_scale_defaults", "theta_updates"]
+__all__ = [
+    "BoostRecipeArguments",
+    "ENV_DEFAULTS",
+    "ExampleArguments",
+    "PhaseTimeCallback",
+    "StageTimer",
+    "analyse",
+    "compare",
+    "evaluate",
+    "generate_synthetic",
+    "load_real",
+    "main",
+    "method_config",
+    "parse_args",
+    "results_table",
+    "run",
+    "small_scale_defaults",
+    "theta_updates",
+]

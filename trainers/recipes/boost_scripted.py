@@ -15,13 +15,22 @@ from typing import Any
 from ..data.schema import make_trajectory
 
 GENERIC_QUESTIONS = [
-    "Is it alive?", "Is it bigger than a bread box?", "Can you eat it?", "Is it made of metal?", "Is it found indoors?",
-    "Is it used for work?", "Can you hold it in one hand?", "Does it use electricity?", "Is it soft?", "Is it man-made?",
+    "Is it alive?",
+    "Is it bigger than a bread box?",
+    "Can you eat it?",
+    "Is it made of metal?",
+    "Is it found indoors?",
+    "Is it used for work?",
+    "Can you hold it in one hand?",
+    "Does it use electricity?",
+    "Is it soft?",
+    "Is it man-made?",
 ]
 
 
-def play_scripted(env, tasks, choose_policy: Callable, noise: float, seed: int, *,
-                  max_actions: int | None = None) -> list[dict[str, Any]]:
+def play_scripted(
+    env, tasks, choose_policy: Callable, noise: float, seed: int, *, max_actions: int | None = None
+) -> list[dict[str, Any]]:
     """Play ``tasks`` with scripted policies: ``choose_policy(task, noisy, rng)`` returns ``messages -> action``.
 
     A ``noise`` fraction of the episodes (chosen with ``seed``) gets the noisy policy. Rows carry the
@@ -43,11 +52,18 @@ def play_scripted(env, tasks, choose_policy: Callable, noise: float, seed: int, 
             if not done:
                 messages.append({"role": "user", "content": observation})
         who = "noisy" if index in noisy else "expert"
-        rows.append(make_trajectory(
-            messages, rewards, id=f"{env.name}-{who}-{index}", task_id=task.task_id, category=task.category, done=done,
-            success=bool(info.get("success", False)),
-            metadata={"env": env.name, "task": {"task_id": task.task_id, "spec": task.spec}, "policy": who},
-        ))
+        rows.append(
+            make_trajectory(
+                messages,
+                rewards,
+                id=f"{env.name}-{who}-{index}",
+                task_id=task.task_id,
+                category=task.category,
+                done=done,
+                success=bool(info.get("success", False)),
+                metadata={"env": env.name, "task": {"task_id": task.task_id, "spec": task.spec}, "policy": who},
+            )
+        )
     return rows
 
 
@@ -57,10 +73,12 @@ def webshop_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
 
     rng = random.Random(seed)
     noisy = set(rng.sample(range(len(tasks)), round(noise * len(tasks))))
-    rows = scripted_trajectories([t for i, t in enumerate(tasks) if i not in noisy], env=env, policy="oracle",
-                                 progress=False)
-    rows += scripted_trajectories([t for i, t in enumerate(tasks) if i in noisy], env=env, policy="heuristic",
-                                  progress=False)
+    rows = scripted_trajectories(
+        [t for i, t in enumerate(tasks) if i not in noisy], env=env, policy="oracle", progress=False
+    )
+    rows += scripted_trajectories(
+        [t for i, t in enumerate(tasks) if i in noisy], env=env, policy="heuristic", progress=False
+    )
     return rows
 
 
@@ -106,7 +124,9 @@ def twenty_questions_rows(env, tasks, noise: float, seed: int) -> list[dict[str,
 
 
 REAL_BUILDERS: dict[str, Callable] = {
-    "webshop": webshop_rows, "car_dealer": car_dealer_rows, "twenty_questions": twenty_questions_rows,
+    "webshop": webshop_rows,
+    "car_dealer": car_dealer_rows,
+    "twenty_questions": twenty_questions_rows,
 }
 
 
@@ -119,5 +139,11 @@ def scripted_quality(row_id: str) -> str | None:
     return None
 
 
-__all__ = ["REAL_BUILDERS", "car_dealer_rows", "play_scripted", "scripted_quality", "twenty_questions_rows",
-           "webshop_rows"]
+__all__ = [
+    "REAL_BUILDERS",
+    "car_dealer_rows",
+    "play_scripted",
+    "scripted_quality",
+    "twenty_questions_rows",
+    "webshop_rows",
+]
