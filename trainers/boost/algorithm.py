@@ -269,6 +269,7 @@ def phi_step_val_alignment(
     weights: torch.Tensor,
     temperature: float,
     spec: PhaseSpec,
+    gathered: Callable = contextlib.nullcontext,
 ) -> PhaseResult:
     """The default φ step: φ ← φ − η_φ ∇_φ [−Σ_i w̃_i ŝ_i + τ KL(w̃ ‖ uniform)].
 
@@ -276,7 +277,10 @@ def phi_step_val_alignment(
     order, the change of L_val that a step on trajectory i alone would make). The optimum of the
     objective is w̃_i ∝ exp(ŝ_i / τ).
     """
-    scores = validation_alignment(policy, batch, val, spec.loss_config)
+    # ZeRO-3 partitions the output layers: gather them (read only) for the per-trajectory gradients
+    output_layers = list(policy.heads.parameters()) + list(policy.lm_head.parameters())
+    with gathered(output_layers):
+        scores = validation_alignment(policy, batch, val, spec.loss_config)
     loss = alignment_objective(weights, scores, temperature)
     logs = {"phi_objective": float(loss.detach()), "val_alignment_mean": float(scores.mean())}
     if spec.anchor:

@@ -372,7 +372,14 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         if self.args.phi_signal == "paper":
             return algorithm.phi_step_paper(model, batch, weights, alpha, spec)
         return algorithm.phi_step_val_alignment(
-            model, self.policy, batch, self._val_batch(step, micro), weights, self.args.weight_temperature, spec
+            model,
+            self.policy,
+            batch,
+            self._val_batch(step, micro),
+            weights,
+            self.args.weight_temperature,
+            spec,
+            gathered=_gathered,
         )
 
     def _log_weights(self, weights: torch.Tensor, inputs) -> None:
