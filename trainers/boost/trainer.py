@@ -21,7 +21,6 @@ adapter in ``separate_adapters`` mode), ``reweighting_head/``, φ's optimizer st
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,17 +37,19 @@ from ..losses.offline_rl import OfflineRLLossConfig
 from ..modeling.policy import ValueHeadPolicy, base_model_name, is_peft_model, unwrap_base
 from ..modeling.value_heads import ValueHeads
 from ..offline_rl_trainer import MODEL_INPUT_KEYS, OfflineRLTrainer, PolyakCallback, _gathered
-from . import algorithm
+from . import algorithm, checkpoint
 from .algorithm import PHASE_CODES, PSI_ADAPTER, BilevelPolicy, PhasePosition, PhaseResult, PhaseSpec
+from .checkpoint import (  # noqa: F401  (re-exported: the old module's names)
+    PHI_OPTIMIZER_FILE,
+    PSI_HEADS_SUBFOLDER,
+    REWEIGHTING_SUBFOLDER,
+    STATE_FILE,
+    load_bilevel_artifacts,
+)
 from .config import BilevelReweightConfig
 from .data import check_val, select_rows
 from .reweighting_head import ReweightingHead, effective_sample_size
 from .trajectory_embeddings import TrajectoryEmbeddingCache, model_fingerprint
-
-PSI_HEADS_SUBFOLDER = "psi_value_heads"
-REWEIGHTING_SUBFOLDER = "reweighting_head"
-STATE_FILE = "bilevel_state.json"
-PHI_OPTIMIZER_FILE = "reweighting_optimizer.pt"
 
 
 @dataclass
@@ -530,87 +531,21 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         self.save_reweighting_optimizer(folder)
 
     def save_boost_extras(self, output_dir: str | os.PathLike, state_dict: dict | None = None) -> None:
-        """Write what BOOST adds to the θ policy's folder: ψ's heads, the reweighting head, ``bilevel_state.json``."""
-        name = base_model_name(self.policy.base) or self.psi_heads.base_model_name
-        if name and not self.psi_heads.base_model_name:
-            self.psi_heads.base_model_name = name
-        psi_state = None
-        if state_dict is not None:
-            # the gathered full state dict (ZeRO-3) holds ψ under "psi_heads."; the live heads are partitioned
-            psi_state = {k[len("psi_heads.") :]: v for k, v in state_dict.items() if k.startswith("psi_heads.")} or None
-        self.psi_heads.save_pretrained(Path(output_dir) / PSI_HEADS_SUBFOLDER, state_dict=psi_state)
-        args = self.args
-        self.reweighting_head.training_details = (
-            f"method={args.method}, phi_signal={args.phi_signal}, alpha={args.alpha} (+{args.alpha_increment}/outer "
-            f"iteration), K_psi={args.k_psi}, K_theta={args.k_theta}, K_phi={args.k_phi}, lr={args.learning_rate}, "
-            f"lr_phi={args.reweight_learning_rate}, loss={args.loss_type}, {len(self.training_rows)} training "
-            f"trajectories ({int(self.is_synthetic.sum())} synthetic), {len(self.val_rows)} validation trajectories, "
-            f"{self.state.global_step} inner steps."
-        )
-        self.reweighting_head.save_pretrained(Path(output_dir) / REWEIGHTING_SUBFOLDER)
-        temporary = Path(output_dir) / f".{STATE_FILE}.tmp"
-        temporary.write_text(json.dumps(self.bilevel_state(), indent=2, sort_keys=True))
-        os.replace(temporary, Path(output_dir) / STATE_FILE)
+        """ψ's heads, the reweighting head and ``bilevel_state.json`` (see :mod:`trainers.boost.checkpoint`)."""
+        checkpoint.save_boost_extras(self, output_dir, state_dict)
 
     def save_reweighting_optimizer(self, folder: str | os.PathLike) -> None:
-        """φ's optimizer state into a checkpoint folder (staging file, then rename)."""
-        temporary = Path(folder) / f".{PHI_OPTIMIZER_FILE}.tmp"
-        torch.save(self.reweighting_optimizer.state_dict(), temporary)
-        os.replace(temporary, Path(folder) / PHI_OPTIMIZER_FILE)
+        """φ's optimizer state into a checkpoint folder (:mod:`trainers.boost.checkpoint`)."""
+        checkpoint.save_reweighting_optimizer(self, folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.args.is_bilevel:
             self.load_boost_extras(resume_from_checkpoint)
 
-    def load_boost_extras(self, checkpoint: str | os.PathLike) -> None:
-        """Restore ψ (heads, adapter), φ and φ's optimizer from a checkpoint; refuse another schedule."""
-        import safetensors.torch
-
-        folder = Path(checkpoint)
-        for required in (PSI_HEADS_SUBFOLDER, REWEIGHTING_SUBFOLDER, PHI_OPTIMIZER_FILE, STATE_FILE):
-            if not (folder / required).exists():
-                raise FileNotFoundError(
-                    f"{str(folder / required)!r} is missing: {str(folder)!r} is not a complete BilevelReweightTrainer "
-                    "checkpoint"
-                )
-        saved = json.loads((folder / STATE_FILE).read_text())
-        for key in ("method", "k_psi", "k_theta", "k_phi"):
-            if saved.get(key) != getattr(self.args, key):
-                raise ValueError(
-                    f"{str(folder / STATE_FILE)!r}: checkpoint was trained with {key}={saved.get(key)!r}, "
-                    f"but this run has {key}={getattr(self.args, key)!r}; resuming would change the phase schedule"
-                )
-        device = str(self.policy.device)
-        psi_file = str(folder / PSI_HEADS_SUBFOLDER / "model.safetensors")
-        self.psi_heads.load_state_dict(safetensors.torch.load_file(psi_file, device=device))
-        head = ReweightingHead.from_pretrained(
-            folder / REWEIGHTING_SUBFOLDER, expected_embedding_dim=self.embeddings.shape[1]
-        )
-        self.reweighting_head.load_state_dict(head.state_dict())
-        self.reweighting_optimizer.load_state_dict(
-            torch.load(folder / PHI_OPTIMIZER_FILE, map_location=device, weights_only=True)
-        )
-        if self.args.aux_mode == "separate_adapters":
-            from peft import set_peft_model_state_dict
-
-            adapter = folder / PSI_ADAPTER / "adapter_model.safetensors"
-            if not adapter.is_file():
-                raise FileNotFoundError(f"{str(adapter)!r} is missing: the checkpoint has no psi adapter")
-            set_peft_model_state_dict(
-                self.policy.base, safetensors.torch.load_file(str(adapter), device=device), adapter_name=PSI_ADAPTER
-            )
-
-
-def load_bilevel_artifacts(directory: str | os.PathLike) -> dict[str, Any]:
-    """Load what :class:`BilevelReweightTrainer` saved: θ policy, ψ heads, reweighting head, state."""
-    directory = Path(directory)
-    return {
-        "policy": ValueHeadPolicy.from_pretrained(directory),
-        "psi_value_heads": ValueHeads.from_pretrained(str(directory / PSI_HEADS_SUBFOLDER)),
-        "reweighting_head": ReweightingHead.from_pretrained(directory / REWEIGHTING_SUBFOLDER),
-        "state": json.loads((directory / STATE_FILE).read_text()),
-    }
+    def load_boost_extras(self, folder: str | os.PathLike) -> None:
+        """Restore ψ, φ and φ's optimizer; refuse another schedule (see :mod:`trainers.boost.checkpoint`)."""
+        checkpoint.load_boost_extras(self, folder)
 
 
 __all__ = ["BilevelCallback", "BilevelPolicy", "BilevelReweightTrainer", "load_bilevel_artifacts"]
