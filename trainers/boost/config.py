@@ -81,11 +81,11 @@ class BilevelReweightConfig(OfflineRLConfig):
 
         phi_signal (`str`, *optional*, defaults to `"val_alignment"`):
             What φ learns from. `"paper"`: Algorithm 1 as written, φ ← φ − η_φ ∇_φ α Σ_i w̃_i (l_i(θ) −
-            l_i(ψ)). Measured on controlled corruptions, that gap mostly measures the K_θ extra training
-            steps θ has had, not agreement with the validation data, and the weights do not track quality
-            (docs/boost.md). `"val_alignment"`: each trajectory's signal is the cosine between its loss
+            l_i(ψ)); the gap also measures the K_θ extra training steps θ has had, and nothing bounds how
+            far the weights move. `"val_alignment"`: each trajectory's signal is the cosine between its loss
             gradient and the validation loss gradient on θ's output layers, standardised over the batch;
-            φ minimises −Σ_i w̃_i ŝ_i + τ·KL(w̃ ‖ uniform), whose optimum is w̃_i ∝ exp(ŝ_i / τ).
+            φ minimises −Σ_i w̃_i ŝ_i + τ·KL(w̃ ‖ uniform), whose optimum is w̃_i ∝ exp(ŝ_i / τ). On
+            controlled corruptions both track quality with the default head input and lr (docs/boost.md).
         weight_temperature (`float`, *optional*, defaults to `1.0`):
             τ of the KL floor (`phi_signal="val_alignment"` only): smaller values let the weights move
             further from uniform; n_eff cannot collapse below what exp(ŝ/τ) of a unit-variance ŝ gives.
