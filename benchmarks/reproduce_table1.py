@@ -7,7 +7,9 @@
 For every environment one real dataset is built (``--dataset_<env>`` or the examples' scripted
 expert/noisy episodes) and split once per regime with a fixed seed (BOOST appendix E: low regime
 keeps 2.5% / 10% / 30% of train for Twenty Questions / Car Dealer / WebShop, override with
-``--low_fraction``), so every method sees the same data. Synthetic data is generated once per
+``--low_fraction``), so every method sees the same data, and the same number of θ updates: the
+uniform-weight methods run as many optimizer steps as the bilevel schedule gives θ
+(``--match_theta_updates``, on by default). Synthetic data is generated once per
 (environment, regime) and shared by ``vanilla_synthetic`` and ``boost``. Each cell trains a fresh
 policy with :class:`BilevelReweightTrainer` (``method`` switch) and evaluates it live on tasks from
 the held-out categories: mean ± standard error over ``--num_eval_episodes`` (paper: 64).
@@ -23,23 +25,19 @@ import argparse
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from trainers.recipes import boost as recipe
 
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
-METHOD_TITLES = {"vanilla": "Vanilla", "vanilla_synthetic": "Vanilla+Syn", "bilevel": "Bilevel Only", "boost": "BOOST (ours)"}
+METHOD_TITLES = {
+    "vanilla": "Vanilla",
+    "vanilla_synthetic": "Vanilla+Syn",
+    "bilevel": "Bilevel Only",
+    "boost": "BOOST (ours)",
+}
 ENV_TITLES = {"twenty_questions": "Twenty Questions", "car_dealer": "Car Negotiation", "webshop": "Webshop Agent"}
 PAPER_LOW_FRACTION = {"twenty_questions": 0.025, "car_dealer": 0.10, "webshop": 0.30}
-
-
-def builders():
-    from boost_car_dealer import car_dealer_rows
-    from boost_twenty_questions import twenty_questions_rows
-    from boost_webshop import webshop_real_rows
-
-    return {"twenty_questions": twenty_questions_rows, "car_dealer": car_dealer_rows, "webshop": webshop_real_rows}
 
 
 def tiny_model(folder: Path) -> str:
@@ -55,12 +53,38 @@ def tiny_model(folder: Path) -> str:
 def cell_argv(args, env: str, regime: str, method: str, out: Path, synthetic: Path | None) -> list[str]:
     low = args.low_fraction if args.low_fraction is not None else PAPER_LOW_FRACTION[env]
     argv = [
-        "--env", env, "--model", args.model, "--method", method, "--output_dir", str(out),
-        "--num_real", str(args.num_real), "--num_eval_episodes", str(args.num_eval_episodes),
-        "--max_steps", str(args.max_steps), "--k_psi", str(args.k_psi), "--k_theta", str(args.k_theta), "--k_phi", "1",
-        "--loss_type", args.loss_type, "--seed", str(args.seed), "--split_seed", str(args.seed),
-        "--synthetic_max_steps", str(args.synthetic_max_steps), "--eval_max_turns", str(args.eval_max_turns),
-        "--embedding_cache_dir", str(Path(args.output_dir) / "embedding_cache"),
+        "--env",
+        env,
+        "--model",
+        args.model,
+        "--method",
+        method,
+        "--output_dir",
+        str(out),
+        "--num_real",
+        str(args.num_real),
+        "--num_eval_episodes",
+        str(args.num_eval_episodes),
+        "--max_steps",
+        str(args.max_steps),
+        "--k_psi",
+        str(args.k_psi),
+        "--k_theta",
+        str(args.k_theta),
+        "--k_phi",
+        "1",
+        "--loss_type",
+        args.loss_type,
+        "--seed",
+        str(args.seed),
+        "--split_seed",
+        str(args.seed),
+        "--synthetic_max_steps",
+        str(args.synthetic_max_steps),
+        "--eval_max_turns",
+        str(args.eval_max_turns),
+        "--embedding_cache_dir",
+        str(Path(args.output_dir) / "embedding_cache"),
     ]
     if args.num_categories:
         argv += ["--num_categories", str(args.num_categories)]
@@ -83,7 +107,10 @@ def fmt(cell: dict | None) -> str:
 
 
 def write_table(results: dict, envs, regimes, out: Path) -> str:
-    lines = [f"| Environment | Data | {' | '.join(METHOD_TITLES[m] for m in METHODS)} |", "|---|---|" + "---|" * len(METHODS)]
+    lines = [
+        f"| Environment | Data | {' | '.join(METHOD_TITLES[m] for m in METHODS)} |",
+        "|---|---|" + "---|" * len(METHODS),
+    ]
     for env in envs:
         for regime in regimes:
             cells = {m: results.get(env, {}).get(regime, {}).get(m) for m in METHODS}
@@ -112,7 +139,13 @@ def plot(results: dict, envs, regimes, path: Path) -> None:
         means = [c["eval"]["mean_return"] if c and "eval" in c else math.nan for c in cells]
         errors = [c["eval"]["stderr"] if c and "eval" in c else 0.0 for c in cells]
         ax.bar(range(len(METHODS)), means, yerr=errors, capsize=3, color=["#9e9e9e", "#bdbdbd", "#64b5f6", "#1e88e5"])
-        ax.set_xticks(range(len(METHODS)), [METHOD_TITLES[m].replace(" (ours)", "") for m in METHODS], rotation=35, ha="right", fontsize=8)
+        ax.set_xticks(
+            range(len(METHODS)),
+            [METHOD_TITLES[m].replace(" (ours)", "") for m in METHODS],
+            rotation=35,
+            ha="right",
+            fontsize=8,
+        )
         ax.set_title(f"{ENV_TITLES[env]} ({regime})", fontsize=9)
         ax.set_ylabel("mean return ± s.e.", fontsize=8)
     fig.tight_layout()
@@ -127,7 +160,9 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["twenty_questions", "car_dealer"], choices=list(ENV_TITLES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--regimes", nargs="+", default=["low", "high"], choices=["low", "high"])
-    parser.add_argument("--model", default="smollm2-135m-embedded", help="model id/folder, the embedded SmolLM2, or 'tiny'")
+    parser.add_argument(
+        "--model", default="smollm2-135m-embedded", help="model id/folder, the embedded SmolLM2, or 'tiny'"
+    )
     parser.add_argument("--loss_type", default="mc", choices=["mc", "ilql"])
     parser.add_argument("--num_real", type=int, default=40)
     parser.add_argument("--num_categories", type=int, default=10)
@@ -151,9 +186,6 @@ def main() -> None:
     if args.model == "tiny":
         args.model = tiny_model(out / "tiny-model")
 
-    from boost_webshop import parse, run
-
-    build = builders()
     results_file = out / "results.json"
     results: dict = json.loads(results_file.read_text()) if results_file.is_file() else {}
     # synthetic-data methods first in each regime so the generated set is shared
@@ -167,9 +199,11 @@ def main() -> None:
                 if done and "eval" in done:
                     print(f"[table1] {env}/{regime}/{method}: reusing {fmt(done)}")
                 else:
-                    example, config = parse(env, cell_argv(args, env, regime, method, cell_dir, synthetic))
-                    cell = run(example, config, build[env])
-                    results.setdefault(env, {}).setdefault(regime, {})[method] = {k: cell[k] for k in ("eval", "train", "val", "synthetic", "seconds") if k in cell}
+                    example, config = recipe.parse_args(env, cell_argv(args, env, regime, method, cell_dir, synthetic))
+                    cell = recipe.run(example, config)
+                    results.setdefault(env, {}).setdefault(regime, {})[method] = {
+                        k: cell[k] for k in ("eval", "train", "val", "synthetic", "seconds") if k in cell
+                    }
                     results_file.write_text(json.dumps(results, indent=2))
                     print(f"[table1] {env}/{regime}/{method}: {fmt(results[env][regime][method])}")
                 if (cell_dir / "synthetic_trajectories").is_dir():

@@ -49,10 +49,25 @@ def data():
 
 def _args(tmp_path, **overrides):
     values = dict(
-        output_dir=str(tmp_path / "out"), method="boost", k_psi=2, k_theta=2, k_phi=1, max_steps=5,
-        per_device_train_batch_size=4, logging_steps=1, report_to=[], bf16=False, save_strategy="no",
-        embedding_cache_dir=str(tmp_path / "cache"), alpha=1.0, reweight_learning_rate=1e-2, use_cpu=True,
-        seed=3, bc_weight=1.0, cql_weight=1.0, learning_rate=1e-3,
+        output_dir=str(tmp_path / "out"),
+        method="boost",
+        k_psi=2,
+        k_theta=2,
+        k_phi=1,
+        max_steps=5,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        save_strategy="no",
+        embedding_cache_dir=str(tmp_path / "cache"),
+        alpha=1.0,
+        reweight_learning_rate=1e-2,
+        use_cpu=True,
+        seed=3,
+        bc_weight=1.0,
+        cql_weight=1.0,
+        learning_rate=1e-3,
     )
     values.update(overrides)
     return BilevelReweightConfig(**values)
@@ -60,8 +75,13 @@ def _args(tmp_path, **overrides):
 
 def _trainer(tmp_path, model, tokenizer, data, callbacks=None, **overrides):
     return BilevelReweightTrainer(
-        model, _args(tmp_path, **overrides), train_dataset=data["train"], val_dataset=data["val"],
-        synthetic_dataset=data["synthetic"], processing_class=tokenizer, callbacks=callbacks,
+        model,
+        _args(tmp_path, **overrides),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
 
 
@@ -70,7 +90,7 @@ def _groups(trainer):
     return {
         "backbone": {k: v.detach().clone() for k, v in policy.base.named_parameters()},
         "theta_heads": {k: v.detach().clone() for k, v in policy.heads.state_dict().items()},
-        "psi_heads": {k: v.detach().clone() for k, v in policy.aux_heads.state_dict().items()},
+        "psi_heads": {k: v.detach().clone() for k, v in policy.psi_heads.state_dict().items()},
         "phi": {k: v.detach().clone() for k, v in trainer.reweighting_head.state_dict().items()},
     }
 
@@ -87,7 +107,12 @@ class Recorder(TrainerCallback):
         self.before = _groups(self.trainer)
         policy = self.trainer.policy
         if state.global_step % args.outer_length == args.k_psi:  # right after the θ <- ψ copy
-            self.synced.append(all(torch.equal(a, b) for a, b in zip(policy.heads.state_dict().values(), policy.aux_heads.state_dict().values())))
+            self.synced.append(
+                all(
+                    torch.equal(a, b)
+                    for a, b in zip(policy.heads.state_dict().values(), policy.psi_heads.state_dict().values())
+                )
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         # runs before the trainer's own callback, so this sees the step's effect before any θ <- ψ copy
@@ -127,13 +152,13 @@ def test_weights_uniform_at_start_and_sum_to_one(tmp_path, tiny_llama, tiny_toke
 
 
 def test_phi_gradient_matches_finite_differences(tmp_path, tiny_llama, tiny_tokenizer, data):
-    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, alpha=2.0, reweight_hidden_dim=8)
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, alpha=2.0, reweight_hidden_dim=8, phi_signal="paper")
     torch.manual_seed(0)
     head = trainer.reweighting_head.double()
     for parameter in head.parameters():
         torch.nn.init.normal_(parameter, std=0.3)
     with torch.no_grad():  # make ψ differ from θ
-        for parameter in trainer.policy.aux_heads.parameters():
+        for parameter in trainer.policy.psi_heads.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     batch = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in (0, 5, 9, 14)]))
     trainer.state.global_step = 4  # k_psi + k_theta: a φ step
@@ -149,7 +174,7 @@ def test_phi_gradient_matches_finite_differences(tmp_path, tiny_llama, tiny_toke
     with torch.no_grad():
         hidden = trainer.policy.hidden_states(batch["input_ids"], batch["attention_mask"])
         l_theta, _ = per_trajectory_losses(hidden, trainer.policy.heads, batch, config)
-        l_psi, _ = per_trajectory_losses(hidden, trainer.policy.aux_heads, batch, config)
+        l_psi, _ = per_trajectory_losses(hidden, trainer.policy.psi_heads, batch, config)
         val_loss = trainer.compute_per_trajectory_losses(trainer.model, trainer._val_batch(4, 99))[0].mean()
     emb = trainer.embeddings[batch["traj_index"]].double()
 
@@ -179,16 +204,36 @@ def _value_heads(model, seed=0):
 
 @pytest.mark.slow
 def test_vanilla_equals_offline_rl_trainer(tmp_path, tiny_llama_path, tiny_tokenizer, data):
-    common = dict(per_device_train_batch_size=4, max_steps=4, logging_steps=1, report_to=[], bf16=False,
-                  save_strategy="no", use_cpu=True, seed=5, learning_rate=1e-3, cql_weight=1.0)
+    common = dict(
+        per_device_train_batch_size=4,
+        max_steps=4,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        save_strategy="no",
+        use_cpu=True,
+        seed=5,
+        learning_rate=1e-3,
+        cql_weight=1.0,
+    )
     model_a = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
     model_b = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
     heads = _value_heads(model_a)
-    reference = OfflineRLTrainer(model_a, OfflineRLConfig(output_dir=str(tmp_path / "a"), **common),
-                                 train_dataset=data["train"], processing_class=tiny_tokenizer, value_heads=copy.deepcopy(heads))
-    ours = BilevelReweightTrainer(model_b, BilevelReweightConfig(output_dir=str(tmp_path / "b"), method="vanilla", **common),
-                                  train_dataset=data["train"], synthetic_dataset=data["synthetic"],
-                                  processing_class=tiny_tokenizer, value_heads=copy.deepcopy(heads))
+    reference = OfflineRLTrainer(
+        model_a,
+        OfflineRLConfig(output_dir=str(tmp_path / "a"), **common),
+        train_dataset=data["train"],
+        processing_class=tiny_tokenizer,
+        value_heads=copy.deepcopy(heads),
+    )
+    ours = BilevelReweightTrainer(
+        model_b,
+        BilevelReweightConfig(output_dir=str(tmp_path / "b"), method="vanilla", **common),
+        train_dataset=data["train"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tiny_tokenizer,
+        value_heads=copy.deepcopy(heads),
+    )
     assert len(ours.training_rows) == 8  # vanilla: real rows only
     reference.train()
     ours.train()
@@ -201,29 +246,75 @@ def test_vanilla_equals_offline_rl_trainer(tmp_path, tiny_llama_path, tiny_token
 
 def test_methods_need_their_data(tmp_path, tiny_llama, tiny_tokenizer, data):
     with pytest.raises(ValueError, match="no synthetic trajectories"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="boost"), train_dataset=data["train"], val_dataset=data["val"], processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="boost"),
+            train_dataset=data["train"],
+            val_dataset=data["val"],
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="no synthetic trajectories"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="vanilla_synthetic"), train_dataset=data["train"], processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="vanilla_synthetic"),
+            train_dataset=data["train"],
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="val_dataset is missing"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="bilevel"), train_dataset=data["train"], processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama, _args(tmp_path, method="bilevel"), train_dataset=data["train"], processing_class=tiny_tokenizer
+        )
     with pytest.raises(ValueError, match="val_dataset is empty"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="boost"), train_dataset=data["train"], val_dataset=data["val"].select([]),
-                               synthetic_dataset=data["synthetic"], processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="boost"),
+            train_dataset=data["train"],
+            val_dataset=data["val"].select([]),
+            synthetic_dataset=data["synthetic"],
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="row 0 .*real trajectories only"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="bilevel"), train_dataset=data["train"], val_dataset=data["synthetic"], processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="bilevel"),
+            train_dataset=data["train"],
+            val_dataset=data["synthetic"],
+            processing_class=tiny_tokenizer,
+        )
     leaky = to_dataset([{**row, "metadata": '{"parent_id": "real-1-0"}'} for row in _rows(2, "synthetic", offset=3)])
     with pytest.raises(TrajectoryValidationError, match="parent 'real-1-0' is not a train trajectory"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="boost"), train_dataset=data["train"], val_dataset=data["val"],
-                               synthetic_dataset=leaky, processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="boost"),
+            train_dataset=data["train"],
+            val_dataset=data["val"],
+            synthetic_dataset=leaky,
+            processing_class=tiny_tokenizer,
+        )
     orphan = to_dataset([{**row, "metadata": "{}"} for row in _rows(2, "synthetic", offset=3)])
     with pytest.raises(TrajectoryValidationError, match="does not record the train trajectory"):
-        BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="vanilla_synthetic"), train_dataset=data["train"],
-                               synthetic_dataset=orphan, processing_class=tiny_tokenizer)
+        BilevelReweightTrainer(
+            tiny_llama,
+            _args(tmp_path, method="vanilla_synthetic"),
+            train_dataset=data["train"],
+            synthetic_dataset=orphan,
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="method must be one of"):
         _args(tmp_path, method="magic")
-    assert _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None).reweight_learning_rate == pytest.approx(1e-5)
-    bilevel = BilevelReweightTrainer(tiny_llama, _args(tmp_path, method="bilevel"), train_dataset=data["train"], val_dataset=data["val"],
-                                     synthetic_dataset=data["synthetic"], processing_class=tiny_tokenizer)
+    paper = _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None, phi_signal="paper")
+    assert paper.reweight_learning_rate == pytest.approx(1e-5)
+    assert _args(tmp_path, learning_rate=1e-4, reweight_learning_rate=None).reweight_learning_rate == pytest.approx(
+        1e-3
+    )
+    bilevel = BilevelReweightTrainer(
+        tiny_llama,
+        _args(tmp_path, method="bilevel"),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tiny_tokenizer,
+    )
     assert len(bilevel.training_rows) == 8 and not bilevel.is_synthetic.any()
 
 
@@ -238,8 +329,10 @@ class StopAt(TrainerCallback):
 
 
 def _snapshot(trainer):
-    return {**{f"policy.{k}": v.clone() for k, v in trainer.policy.state_dict().items()},
-            **{f"phi.{k}": v.clone() for k, v in trainer.reweighting_head.state_dict().items()}}
+    return {
+        **{f"policy.{k}": v.clone() for k, v in trainer.policy.state_dict().items()},
+        **{f"phi.{k}": v.clone() for k, v in trainer.reweighting_head.state_dict().items()},
+    }
 
 
 @pytest.mark.slow
@@ -257,6 +350,7 @@ def test_exact_resume_mid_outer_iteration(tmp_path, tiny_llama_path, tiny_tokeni
     checkpoint = tmp_path / "resumed" / "checkpoint-3"
     assert (checkpoint / "reweighting_optimizer.pt").is_file() and (checkpoint / "psi_value_heads").is_dir()
     import json
+
     state = json.loads((checkpoint / "bilevel_state.json").read_text())
     assert state["next_phase"] == "theta" and state["step_in_phase"] == 1 and state["outer_iteration"] == 0
     resumed = run(tmp_path / "resumed", save_strategy="no")
@@ -265,7 +359,10 @@ def test_exact_resume_mid_outer_iteration(tmp_path, tiny_llama_path, tiny_tokeni
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert resumed.reweighting_optimizer.state_dict()["state"][0]["step"] == straight.reweighting_optimizer.state_dict()["state"][0]["step"]
+    assert (
+        resumed.reweighting_optimizer.state_dict()["state"][0]["step"]
+        == straight.reweighting_optimizer.state_dict()["state"][0]["step"]
+    )
 
 
 @pytest.mark.slow
@@ -274,9 +371,13 @@ def test_save_and_from_pretrained_of_every_artifact(tmp_path, tiny_llama, tiny_t
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
     loaded = load_bilevel_artifacts(tmp_path / "final")
-    for (name, a), (_, b) in zip(trainer.policy.heads.state_dict().items(), loaded["policy"].heads.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        trainer.policy.heads.state_dict().items(), loaded["policy"].heads.state_dict().items()
+    ):
         assert torch.equal(a, b), name
-    for (name, a), (_, b) in zip(trainer.policy.aux_heads.state_dict().items(), loaded["psi_value_heads"].state_dict().items()):
+    for (name, a), (_, b) in zip(
+        trainer.policy.psi_heads.state_dict().items(), loaded["psi_value_heads"].state_dict().items()
+    ):
         assert torch.equal(a, b), name
     x = trainer.embeddings[:5]
     assert torch.equal(loaded["reweighting_head"](x), trainer.reweighting_head(x))
@@ -295,9 +396,14 @@ def test_separate_adapters_mode(tmp_path, tiny_llama, tiny_tokenizer, data):
 
     recorder = Recorder()
     trainer = BilevelReweightTrainer(
-        tiny_llama, _args(tmp_path, aux_mode="separate_adapters", max_steps=5, bc_weight=0.0), train_dataset=data["train"],
-        val_dataset=data["val"], synthetic_dataset=data["synthetic"], processing_class=tiny_tokenizer,
-        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False), callbacks=[recorder],
+        tiny_llama,
+        _args(tmp_path, aux_mode="separate_adapters", max_steps=5, bc_weight=0.0),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        callbacks=[recorder],
     )
     recorder.trainer = trainer
     trainer.train()
@@ -318,8 +424,12 @@ def test_offline_rl_trainer_seeds_before_drawing_its_heads(tmp_path, tiny_llama_
     for noise in (1, 2):
         torch.manual_seed(noise)  # whatever the global RNG state, args.seed decides the new heads
         model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
-        trainer = OfflineRLTrainer(model, OfflineRLConfig(output_dir=str(tmp_path / f"o{noise}"), seed=5, report_to=[], use_cpu=True,
-                                                          bf16=False), train_dataset=data["train"], processing_class=tiny_tokenizer)
+        trainer = OfflineRLTrainer(
+            model,
+            OfflineRLConfig(output_dir=str(tmp_path / f"o{noise}"), seed=5, report_to=[], use_cpu=True, bf16=False),
+            train_dataset=data["train"],
+            processing_class=tiny_tokenizer,
+        )
         heads.append(trainer.policy.heads.state_dict())
     assert heads[0].keys() == heads[1].keys()
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
@@ -328,15 +438,36 @@ def test_offline_rl_trainer_seeds_before_drawing_its_heads(tmp_path, tiny_llama_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("accumulation", [1, 2])
-def test_split_theta_backward_equals_one_combined_backward(tmp_path, tiny_llama_path, tiny_tokenizer, data, accumulation):
+def test_split_theta_backward_equals_one_combined_backward(
+    tmp_path, tiny_llama_path, tiny_tokenizer, data, accumulation
+):
     """L_val's backward then α·L_train's (the memory-saving default) = one backward of the sum."""
+
     def run(split):
         model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
-        trainer = _trainer(tmp_path, model, tiny_tokenizer, data, output_dir=str(tmp_path / f"split-{split}"),
-                           split_theta_backward=split, max_steps=5, per_device_train_batch_size=2,
-                           gradient_accumulation_steps=accumulation, val_batch_size=2, alpha=0.5)
+        trainer = _trainer(
+            tmp_path,
+            model,
+            tiny_tokenizer,
+            data,
+            output_dir=str(tmp_path / f"split-{split}"),
+            split_theta_backward=split,
+            max_steps=5,
+            per_device_train_batch_size=2,
+            gradient_accumulation_steps=accumulation,
+            val_batch_size=2,
+            alpha=0.5,
+            # φ's default signal standardises over a micro-batch of 2: two near-equal cosines
+            # would turn round-off differences of θ into ±1; the paper's gap is continuous in θ
+            phi_signal="paper",
+        )
         trainer.train()
-        logs = [value for log in trainer.state.log_history if log.get("phase") == 1 for value in (log["loss"], log["val_loss"])]
+        logs = [
+            value
+            for log in trainer.state.log_history
+            if log.get("phase") == 1
+            for value in (log["loss"], log["val_loss"])
+        ]
         return _snapshot(trainer), logs
 
     (split, split_logs), (combined, combined_logs) = run(True), run(False)
@@ -344,3 +475,52 @@ def test_split_theta_backward_equals_one_combined_backward(tmp_path, tiny_llama_
     assert split_logs == pytest.approx(combined_logs, rel=1e-5)
     for key in split:
         torch.testing.assert_close(split[key], combined[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, tiny_tokenizer, data):
+    # a self-play set whose rows say source="self_play" (or "real") is still the synthetic data
+    relabelled = data["synthetic"].map(lambda row, i: {"source": "self_play" if i % 2 else "real"}, with_indices=True)
+    trainer = BilevelReweightTrainer(
+        tiny_llama,
+        _args(tmp_path, max_steps=5),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=relabelled,
+        processing_class=tiny_tokenizer,
+    )
+    assert trainer.is_synthetic.tolist() == [False] * 8 + [True] * 8
+    assert trainer.bilevel_state()["synthetic_trajectories"] == 8
+    weights = trainer.trajectory_weights()
+    assert weights["source"] == ["real"] * 8 + ["synthetic"] * 8
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "weight_mean_synthetic" in log]
+    assert logs, "the per-source logs never saw a synthetic row"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"alpha": float("nan")}, "alpha must be a finite number"),
+        ({"weight_temperature": float("inf")}, "weight_temperature must be a finite number"),
+        ({"reweight_learning_rate": float("nan")}, "reweight_learning_rate must be a finite number"),
+        ({"reweight_learning_rate": -1e-3}, "reweight_learning_rate must be >= 0"),
+        ({"max_length": 0}, "max_length must be > 0"),
+        ({"phi_signal": "gap"}, "phi_signal must be one of"),
+        ({"embedding_pooling": "first"}, "embedding_pooling must be one of"),
+        ({"weight_temperature": 0.0}, "weight_temperature must be > 0"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _args(tmp_path, **overrides)
+
+
+def test_config_help_lists_choices_and_full_text():
+    from dataclasses import fields
+
+    by_name = {f.name: f for f in fields(BilevelReweightConfig)}
+    assert by_name["phi_signal"].metadata["choices"] == ["val_alignment", "paper"]
+    assert by_name["method"].metadata["choices"] == ["vanilla", "vanilla_synthetic", "bilevel", "boost"]
+    for name in ("phi_signal", "weight_temperature", "embedding_pooling", "k_psi", "reweight_learning_rate"):
+        assert name in BilevelReweightConfig.__doc__, name
+        assert len(by_name[name].metadata["help"]) > 30, name

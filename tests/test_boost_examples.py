@@ -11,15 +11,37 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 pytestmark = pytest.mark.slow
 
 SMALL = [
-    "--num_real", "16", "--num_categories", "6", "--max_steps", "5", "--k_psi", "2", "--k_theta", "2", "--k_phi", "1",
-    "--synthetic_max_steps", "2", "--synthetic_max_new_tokens", "8", "--num_eval_episodes", "2", "--eval_max_turns", "2",
-    "--eval_max_new_tokens", "8", "--max_length", "1024", "--lora_r", "4",
+    "--num_real",
+    "16",
+    "--num_categories",
+    "6",
+    "--max_steps",
+    "5",
+    "--k_psi",
+    "2",
+    "--k_theta",
+    "2",
+    "--k_phi",
+    "1",
+    "--synthetic_max_steps",
+    "2",
+    "--synthetic_max_new_tokens",
+    "8",
+    "--num_eval_episodes",
+    "2",
+    "--eval_max_turns",
+    "2",
+    "--eval_max_new_tokens",
+    "8",
+    "--max_length",
+    "1024",
+    "--lora_r",
+    "4",
 ]
 
 
@@ -31,16 +53,23 @@ def restore_threads():
 
 
 def test_boost_car_dealer_example_saves_loadable_artifacts(tmp_path, tiny_llama_path):
-    from boost_car_dealer import car_dealer_rows
-    from boost_webshop import main
-
     from trainers.modeling.guidance import load_value_guided_policy
     from trainers.modeling.reweighting_head import ReweightingHead
+    from trainers.recipes.boost import main
 
     out = tmp_path / "run"
-    results = main("car_dealer", car_dealer_rows, argv=[
-        "--model", tiny_llama_path, "--output_dir", str(out), "--embedding_cache_dir", str(tmp_path / "cache"), *SMALL,
-    ])
+    results = main(
+        "car_dealer",
+        argv=[
+            "--model",
+            tiny_llama_path,
+            "--output_dir",
+            str(out),
+            "--embedding_cache_dir",
+            str(tmp_path / "cache"),
+            *SMALL,
+        ],
+    )
     assert results["method"] == "boost" and results["synthetic"] == results["train"] > 0
     assert results["eval"]["episodes"] == 2 and 0.0 <= results["eval"]["success_rate"] <= 1.0
     saved = json.loads((out / "results.json").read_text())
@@ -50,7 +79,9 @@ def test_boost_car_dealer_example_saves_loadable_artifacts(tmp_path, tiny_llama_
     synthetic = datasets.load_from_disk(str(out / "synthetic_trajectories"))
     assert set(synthetic["source"]) == {"synthetic"}
     analysis = out / "weights_analysis"
-    weights = datasets.load_dataset("parquet", data_files=str(analysis / "weights" / "data" / "*.parquet"), split="train")
+    weights = datasets.load_dataset(
+        "parquet", data_files=str(analysis / "weights" / "data" / "*.parquet"), split="train"
+    )
     assert len(weights) == results["train"] + results["synthetic"] and set(weights["source"]) == {"real", "synthetic"}
     # weights relative to uniform (1 = the uniform weight), averaging to 1 over the training set
     assert sum(weights["weight"]) / len(weights) == pytest.approx(1.0, abs=1e-3)
@@ -62,15 +93,96 @@ def test_boost_car_dealer_example_saves_loadable_artifacts(tmp_path, tiny_llama_
     assert policy.tokenizer is not None and policy.processor is not None
 
 
+def test_examples_import_only_trainers():
+    import ast
+
+    for path in sorted((REPO / "examples").glob("boost_*.py")):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported <= {"trainers", "os"}, (path.name, imported)
+        assert "sys.path" not in path.read_text(), path.name
+
+
+def test_recipe_compares_methods_on_the_same_data_and_theta_budget(tmp_path, tiny_llama_path):
+    from trainers.recipes.boost import main, theta_updates
+
+    out = tmp_path / "compare"
+    results = main(
+        "car_dealer",
+        methods=("vanilla_synthetic", "boost"),
+        argv=[
+            "--model",
+            tiny_llama_path,
+            "--output_dir",
+            str(out),
+            "--embedding_cache_dir",
+            str(tmp_path / "cache"),
+            *SMALL,
+        ],
+    )
+    cells = results["methods"]
+    assert list(cells) == ["vanilla_synthetic", "boost"]
+    # max_steps 5 with K 2/2/1 gives θ 2 updates; Vanilla+Syn gets exactly those, as optimizer steps
+    assert theta_updates(5, 2, 2, 1) == 2
+    assert cells["vanilla_synthetic"]["theta_updates"] == cells["boost"]["theta_updates"] == 2
+    assert cells["vanilla_synthetic"]["optimizer_steps"] == 2 and cells["boost"]["optimizer_steps"] == 5
+    weights = cells["boost"]["weights"]
+    assert set(weights["mean_weight"]) >= {"real", "synthetic", "expert", "noisy"}
+    assert 0.0 <= weights["auc_expert_over_noisy"] <= 1.0
+    assert "weights" not in cells["vanilla_synthetic"]
+    table = (out / "results.md").read_text()
+    assert table.count("\n") == 4 and "| vanilla_synthetic | 2 |" in table and "| boost | 2 |" in table
+    assert (out / "comparison.png").is_file() and (out / "boost" / "eval.png").is_file()
+    assert any(stage.startswith("boost/train/phi") for stage in results["stages"])
+    assert "self-play (synthetic data)" in results["stages"]
+
+
 def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     import reproduce_table1
 
     out = tmp_path / "table1"
-    argv = ["reproduce_table1.py", "--envs", "twenty_questions", "--methods", "vanilla", "boost", "--regimes", "high",
-            "--model", tiny_llama_path, "--num_real", "16", "--num_categories", "6", "--num_eval_episodes", "2",
-            "--max_steps", "5", "--k_psi", "2", "--k_theta", "2", "--synthetic_max_steps", "2", "--eval_max_turns", "2",
-            "--output_dir", str(out), "--", "--max_length", "1024", "--bf16", "false", "--eval_max_new_tokens", "8",
-            "--synthetic_max_new_tokens", "8"]
+    argv = [
+        "reproduce_table1.py",
+        "--envs",
+        "twenty_questions",
+        "--methods",
+        "vanilla",
+        "boost",
+        "--regimes",
+        "high",
+        "--model",
+        tiny_llama_path,
+        "--num_real",
+        "16",
+        "--num_categories",
+        "6",
+        "--num_eval_episodes",
+        "2",
+        "--max_steps",
+        "5",
+        "--k_psi",
+        "2",
+        "--k_theta",
+        "2",
+        "--synthetic_max_steps",
+        "2",
+        "--eval_max_turns",
+        "2",
+        "--output_dir",
+        str(out),
+        "--",
+        "--max_length",
+        "1024",
+        "--bf16",
+        "false",
+        "--eval_max_new_tokens",
+        "8",
+        "--synthetic_max_new_tokens",
+        "8",
+    ]
     old_argv, sys.argv = sys.argv, argv
     try:
         reproduce_table1.main()

@@ -117,7 +117,9 @@ SCRIPT = textwrap.dedent(
         elif name == "boost":
             from trainers.bilevel_config import BilevelReweightConfig
             from trainers.bilevel_trainer import BilevelReweightTrainer
-            args = BilevelReweightConfig(out, method="boost", k_psi=1, k_theta=1, k_phi=1, max_length=64,
+            # val_batch_size 4 = the whole validation set: every micro-step of the phi-gradient check below
+            # then sees the same validation gradient, on one process as on two
+            args = BilevelReweightConfig(out, method="boost", k_psi=1, k_theta=1, k_phi=1, max_length=64, val_batch_size=4,
                                          embedding_cache_dir=os.path.join(out_root, f"emb-{rank}"), **{**common, "max_steps": 3})
             trainer = BilevelReweightTrainer(fresh(), args, train_dataset=rows(8), val_dataset=rows(4, offset=1),
                                              synthetic_dataset=rows(8, "synthetic", offset=3), processing_class=tokenizer)
@@ -268,8 +270,9 @@ def _check_boost(ranks, folder: Path, initial: Path):
     assert all(torch.equal(synced_theta[k], synced_psi[k]) for k in synced_theta)
     assert all(torch.equal(synced_psi[k], psi[k]) for k in psi)
     head = final["reweighting_head"]
-    assert head.embedding_dim == config.hidden_size
-    assert head(torch.zeros(3, config.hidden_size)).shape == (3,)
+    # default pooling: the mean hidden state of the action tokens, then their mean and max NLL
+    assert head.embedding_dim == config.hidden_size + 2
+    assert head(torch.zeros(3, config.hidden_size + 2)).shape == (3,)
     assert final["state"]["global_step"] == 3 and final["state"]["next_phase"] == "psi"
     for record in ranks:
         # 2 ranks x 2 trajectories == 1 process x 2 micro-batches of 2 (per-rank softmax, averaged gradient)

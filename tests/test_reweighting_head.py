@@ -46,7 +46,9 @@ def test_save_load_roundtrip_and_card(tmp_path):
     assert config["embedding_dim"] == 12 and config["base_model_id"] == "org/base" and config["depth"] == 4
     card = (tmp_path / "head" / "README.md").read_text()
     assert "org/base" in card and "{{" not in card
-    loaded = ReweightingHead.from_pretrained(tmp_path / "head", expected_base_model="org/base", expected_embedding_dim=12)
+    loaded = ReweightingHead.from_pretrained(
+        tmp_path / "head", expected_base_model="org/base", expected_embedding_dim=12
+    )
     x = torch.randn(3, 12)
     assert torch.equal(loaded(x), head(x))
     # saving again over the same folder replaces it atomically, no leftovers beside it
@@ -70,7 +72,10 @@ def test_mismatched_embedding_model_is_refused(tmp_path):
 def _rows(n):
     return [
         make_trajectory(
-            [{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "yes" * (1 + i % 3)}],
+            [
+                {"role": "user", "content": f"is it an animal {i}"},
+                {"role": "assistant", "content": "yes" * (1 + i % 3)},
+            ],
             [float(i % 2)],
             id=f"t{i}",
         )
@@ -100,7 +105,9 @@ def test_embedding_cache_is_reused_without_forward(tmp_path, tiny_llama, tiny_to
 
 def test_embedding_is_last_token_hidden_state(tmp_path, tiny_llama, tiny_tokenizer):
     rows = _rows(3)
-    embeddings = TrajectoryEmbeddingCache(tmp_path, batch_size=3).embed(tiny_llama, tiny_tokenizer, rows, model_id="tiny", show_progress=False)
+    embeddings = TrajectoryEmbeddingCache(tmp_path, batch_size=3).embed(
+        tiny_llama, tiny_tokenizer, rows, model_id="tiny", show_progress=False
+    )
     text = tiny_tokenizer.apply_chat_template(rows[1]["messages"], tokenize=False)
     ids = torch.tensor([tiny_tokenizer(text, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
@@ -113,3 +120,29 @@ def test_fingerprint_changes_with_weights(tiny_llama):
     with torch.no_grad():
         tiny_llama.lm_head.weight.add_(0.01)
     assert model_fingerprint(tiny_llama) != before
+
+
+def test_action_pooling_with_nll_matches_a_direct_computation(tmp_path, tiny_llama, tiny_tokenizer):
+    from trainers.data.tokenization import prepare_tokenizer, tokenize_trajectory
+
+    tokenizer = prepare_tokenizer(tiny_tokenizer)
+    rows = _rows(3)
+    pooled = TrajectoryEmbeddingCache(tmp_path, batch_size=2, pooling="action_mean_nll").embed(
+        tiny_llama, tokenizer, rows, model_id="tiny", show_progress=False
+    )
+    assert pooled.shape == (3, tiny_llama.config.hidden_size + 2)
+    row = rows[2]
+    tokens = tokenize_trajectory(row["messages"], row["rewards"], tokenizer)
+    ids = torch.tensor([tokens["input_ids"]])
+    actions = torch.tensor(tokens["action_mask"]).bool()
+    with torch.no_grad():
+        output = tiny_llama(input_ids=ids, output_hidden_states=True)
+    hidden = output.hidden_states[-1][0]
+    nll = -torch.log_softmax(output.logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0][actions[1:]]
+    assert torch.allclose(pooled[2, :-2], hidden[actions].mean(0), atol=1e-5)
+    assert torch.allclose(pooled[2, -2:], torch.stack([nll.mean(), nll.max()]), atol=1e-4)
+    # a different pooling is a different cache entry, not a reuse of the last-token file
+    last = TrajectoryEmbeddingCache(tmp_path, batch_size=2).embed(
+        tiny_llama, tokenizer, rows, model_id="tiny", show_progress=False
+    )
+    assert last.shape == (3, tiny_llama.config.hidden_size)

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
-    from trainers.bilevel_config import BilevelReweightConfig
-    from trainers.bilevel_trainer import BilevelReweightTrainer
+    from trainers.boost.config import BilevelReweightConfig
+    from trainers.boost.trainer import BilevelReweightTrainer
     from trainers.data.hub_io import load_trajectories, push_trajectories
     from trainers.envs import make_env
     from trainers.mcts_distill_config import MCTSDistillConfig
     from trainers.mcts_distill_trainer import MCTSDistillTrainer
     from trainers.modeling.guidance import ValueGuidedLogitsProcessor, load_value_guided_policy
-    from trainers.modeling.reweighting_head import ReweightingHead
+    from trainers.boost.reweighting_head import ReweightingHead
     from trainers.modeling.value_heads import ValueHeads
     from trainers.models import load_causal_lm
     from trainers.offline_rl_config import OfflineRLConfig
@@ -33,14 +33,14 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__
 _EXPORTS = {
     "OfflineRLConfig": "trainers.offline_rl_config",
     "OfflineRLTrainer": "trainers.offline_rl_trainer",
-    "BilevelReweightConfig": "trainers.bilevel_config",
-    "BilevelReweightTrainer": "trainers.bilevel_trainer",
+    "BilevelReweightConfig": "trainers.boost.config",
+    "BilevelReweightTrainer": "trainers.boost.trainer",
     "TreeDPOConfig": "trainers.tree_dpo_config",
     "TreeDPOTrainer": "trainers.tree_dpo_trainer",
     "MCTSDistillConfig": "trainers.mcts_distill_config",
     "MCTSDistillTrainer": "trainers.mcts_distill_trainer",
     "ValueHeads": "trainers.modeling.value_heads",
-    "ReweightingHead": "trainers.modeling.reweighting_head",
+    "ReweightingHead": "trainers.boost.reweighting_head",
     "ValueGuidedLogitsProcessor": "trainers.modeling.guidance",
     "load_value_guided_policy": "trainers.modeling.guidance",
     "TrajectoryForest": "trainers.tree.tree",

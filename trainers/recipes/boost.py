@@ -1,0 +1,588 @@
+"""The BOOST pipeline as a library recipe: data, split, self-play, train, evaluate, analyse.
+
+:func:`run` trains one table-1 method; :func:`compare` trains several on the same data and the same
+number of θ updates and prints them side by side (what ``examples/boost_webshop.py`` runs);
+:func:`main` parses the command line (every :class:`BoostRecipeArguments` and
+:class:`~trainers.BilevelReweightConfig` field is a flag). Steps:
+
+1. policy: the embedded SmolLM2-135M-Instruct (``trainers.models.DEFAULT_MODEL``) or ``--model``;
+   LoRA by default (the paper uses QLoRA on WebShop), ``--lora_r 0`` trains the full model;
+2. real data: ``--dataset`` (Hub id or local path in the trajectory schema), or episodes played in
+   the built-in environment by scripted expert and noisy players (:mod:`trainers.recipes.boost_scripted`);
+3. BOOST category split (train / val / eval by task category; ``--low_data_fraction``);
+4. one synthetic trajectory per train trajectory by self-play of the same model (appendix F);
+5. training (Algorithm 1 for the bilevel methods);
+6. live evaluation of the value-guided policy on held-out categories (mean ± s.e., success rate);
+7. weight analysis: figure 2, the mean weight per source and per scripted quality (expert vs noisy)
+   and the AUC that an expert episode outweighs a noisy one.
+
+Every artifact goes under ``--output_dir``; with ``--profile`` (on by default) each stage's wall
+time is printed at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from transformers import TrainerCallback
+
+from ..boost.config import METHODS, BilevelReweightConfig
+from .. import hardware
+from ..data.schema import to_dataset
+from .boost_scripted import REAL_BUILDERS, scripted_quality
+
+#: Paper hyperparameters per environment (BOOST appendix D, MC rows) and small-scale defaults.
+ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "webshop": dict(alpha=0.1, reweight_depth=4, per_device_train_batch_size=4, max_length=512),
+    "twenty_questions": dict(alpha=1.0, reweight_depth=2, per_device_train_batch_size=8, max_length=384),
+    "car_dealer": dict(alpha=10.0, reweight_depth=2, per_device_train_batch_size=8, max_length=512),
+}
+
+
+@dataclass
+class BoostRecipeArguments:
+    """Pipeline settings of the BOOST recipe (the trainer's settings are ``BilevelReweightConfig`` flags)."""
+
+    env: str = field(default="webshop", metadata={"help": "Built-in environment.", "choices": list(ENV_DEFAULTS)})
+    model: str = field(default="", metadata={"help": "Policy model (id or folder; default: the embedded SmolLM2)."})
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or path of real trajectories (default: scripted expert and noisy episodes)."},
+    )
+    methods: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Train these methods on the same data and "
+            "theta-update budget and compare them (default: --method alone)."
+        },
+    )
+    num_real: int = field(
+        default=40, metadata={"help": "Scripted real episodes when no --dataset (paper: 2,000 on WebShop)."}
+    )
+    num_categories: int | None = field(
+        default=10, metadata={"help": "Task categories of the scripted episodes (None = all)."}
+    )
+    noise: float = field(default=0.5, metadata={"help": "Fraction of scripted episodes played by the noisy policy."})
+    low_data_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Low-data regime: keep this fraction of "
+            "train (paper 0.30 / 0.025 / 0.10 on WebShop / 20Q / Car Dealer)."
+        },
+    )
+    train_category_fraction: float = field(default=0.6, metadata={"help": "Categories in train (paper 0.6)."})
+    val_split: float = field(default=0.3, metadata={"help": "Held-out trajectories in val (paper 0.3)."})
+    split_seed: int = field(default=0, metadata={"help": "Category split seed (shared by all methods)."})
+    match_theta_updates: bool = field(
+        default=True,
+        metadata={
+            "help": "Give the uniform-weight methods as many "
+            "optimizer steps as the bilevel schedule gives theta (the same policy budget)."
+        },
+    )
+    synthetic_max_steps: int = field(default=4, metadata={"help": "Agent actions per synthetic episode."})
+    synthetic_max_new_tokens: int = field(
+        default=32, metadata={"help": "Tokens per generated agent turn (observations get twice as many)."}
+    )
+    synthetic_batch_size: int = field(default=8, metadata={"help": "Episodes per generate call."})
+    synthetic_path: str | None = field(
+        default=None, metadata={"help": "Reuse synthetic trajectories saved by an earlier run."}
+    )
+    num_eval_episodes: int = field(default=8, metadata={"help": "Live evaluation episodes per method (paper 64)."})
+    eval_max_new_tokens: int = field(default=48, metadata={"help": "Tokens per agent turn in evaluation."})
+    eval_batch_size: int = field(default=8, metadata={"help": "Episodes played at once in evaluation."})
+    eval_max_turns: int | None = field(default=8, metadata={"help": "Cap on evaluation turns (None = env horizon)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank (0 = full fine-tuning)."})
+    skip_eval: bool = field(default=False, metadata={"help": "Skip the live evaluation."})
+    profile: bool = field(default=True, metadata={"help": "Print the wall time of every stage at the end."})
+
+
+#: the examples' old name for the recipe arguments
+ExampleArguments = BoostRecipeArguments
+
+
+def small_scale_defaults(env: str) -> dict[str, Any]:
+    """Trainer defaults that keep one run within minutes on 2 CPU cores (2 outer iterations of K 3/3/1)."""
+    values = ENV_DEFAULTS[env]
+    return dict(
+        output_dir=f"outputs/boost-{env}",
+        method="boost",
+        alpha=values["alpha"],
+        reweight_depth=values["reweight_depth"],
+        k_psi=3,
+        k_theta=3,
+        k_phi=1,
+        max_steps=14,
+        per_device_train_batch_size=values["per_device_train_batch_size"],
+        max_length=values["max_length"],
+        learning_rate=1e-4,
+        cql_weight=10.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        # bf16 autocast on CPU needs use_cpu (TrainingArguments refuses bf16 "on GPU" without one)
+        use_cpu=not torch.cuda.is_available(),
+    )
+
+
+def parse_args(env: str, argv: Sequence[str] | None = None) -> tuple[BoostRecipeArguments, BilevelReweightConfig]:
+    """Recipe and trainer arguments from a command line, with ``env``'s small-scale defaults."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser((BoostRecipeArguments, BilevelReweightConfig))
+    parser.set_defaults(env=env, **small_scale_defaults(env))
+    recipe, config = parser.parse_args_into_dataclasses(args=list(argv) if argv is not None else sys.argv[1:])
+    if not recipe.model:
+        from ..models import DEFAULT_MODEL
+
+        recipe.model = DEFAULT_MODEL
+    return recipe, config
+
+
+parse = parse_args  # the examples' old name
+
+
+class StageTimer:
+    """Wall time per named stage (``with timer("data"): ...``), printed by :meth:`report`."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def report(self) -> str:
+        # "<method>/train/<phase>" splits "<method>/train": only the stages above it add up
+        total = sum(v for k, v in self.seconds.items() if k.count("/") < 2)
+        lines = ["| stage | seconds |", "|---|---|"]
+        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in self.seconds.items()]
+        lines.append(f"| total | {total:.1f} |")
+        return "\n".join(lines)
+
+
+class PhaseTimeCallback(TrainerCallback):
+    """Adds each optimizer step's wall time to its Algorithm 1 phase (``train/psi``, ``train/theta``, ...)."""
+
+    def __init__(self, timer: StageTimer, method: str, phase_of: Callable[[int], str] | None):
+        self.timer, self.method, self.phase_of = timer, method, phase_of
+        self.started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        phase = self.phase_of(state.global_step - 1) if self.phase_of else "theta (uniform weights)"
+        self.timer.seconds[f"{self.method}/train/{phase}"] += time.perf_counter() - self.started
+
+
+# ------------------------------------------------------------------------------------------ data
+def _spread_over_categories(tasks, n: int, seed: int):
+    by_category: dict[str, list] = {}
+    for task in tasks:
+        by_category.setdefault(task.category, []).append(task)
+    rng = random.Random(seed)
+    for group in by_category.values():
+        rng.shuffle(group)
+    picked, round_ = [], 0
+    while len(picked) < n and any(len(g) > round_ for g in by_category.values()):
+        for category in sorted(by_category):
+            if len(by_category[category]) > round_ and len(picked) < n:
+                picked.append(by_category[category][round_])
+        round_ += 1
+    return picked
+
+
+def load_real(recipe: BoostRecipeArguments, env, real_builder: Callable | None = None) -> datasets.Dataset:
+    """``--dataset`` if given, else scripted expert / noisy episodes spread over ``num_categories`` categories."""
+    if recipe.dataset:
+        from ..data.hub_io import load_trajectories
+
+        return load_trajectories(recipe.dataset, split="train", require_category=True)
+    tasks = list(env.tasks())
+    if recipe.num_categories:
+        categories = sorted({t.category for t in tasks})
+        keep = set(random.Random(recipe.split_seed).sample(categories, min(recipe.num_categories, len(categories))))
+        tasks = [t for t in tasks if t.category in keep]
+    tasks = _spread_over_categories(tasks, recipe.num_real, recipe.split_seed)
+    builder = real_builder or REAL_BUILDERS[recipe.env]
+    return to_dataset(builder(env, tasks, recipe.noise, recipe.split_seed))
+
+
+def generate_synthetic(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, model, tokenizer, train: datasets.Dataset, out: Path
+) -> datasets.Dataset:
+    """One self-play trajectory per train trajectory (or ``--synthetic_path``), saved under ``out``."""
+    if recipe.synthetic_path:
+        return datasets.load_from_disk(recipe.synthetic_path)
+    from ..boost.synthetic import SyntheticConfig, SyntheticTrajectoryGenerator
+
+    # a bf16 copy where bf16 is this device's fast generation precision (several times faster than fp32
+    # weights under autocast on CPUs with AMX / AVX512-BF16); the fp32 weights themselves elsewhere
+    generation_model = hardware.generation_model(model)
+    generator = SyntheticTrajectoryGenerator(
+        generation_model,
+        tokenizer,
+        SyntheticConfig(
+            env_name=recipe.env,
+            max_steps=recipe.synthetic_max_steps,
+            max_new_tokens_agent=recipe.synthetic_max_new_tokens,
+            max_new_tokens_env=2 * recipe.synthetic_max_new_tokens,
+            batch_size=recipe.synthetic_batch_size,
+            seed=config.seed,
+            max_prompt_tokens=config.max_length or 1024,
+        ),
+        generator_id=recipe.model,
+    )
+    synthetic = generator.generate(train)
+    synthetic.save_to_disk(str(out / "synthetic_trajectories"))
+    print(
+        f"[data] {len(synthetic)} synthetic trajectories, {sum(synthetic['success'])} judged successful by the "
+        "self-play rules"
+    )
+    return synthetic
+
+
+def theta_updates(max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> int:
+    """How many of ``max_steps`` optimizer steps of Algorithm 1's schedule train θ."""
+    outer, rest = divmod(max_steps, k_psi + k_theta + k_phi)
+    return outer * k_theta + min(max(rest - k_psi, 0), k_theta)
+
+
+def method_config(
+    config: BilevelReweightConfig, method: str, out: Path, match_theta_updates: bool
+) -> BilevelReweightConfig:
+    """``config`` for ``method``; the uniform-weight methods get as many steps as the bilevel schedule gives θ."""
+    args = copy.deepcopy(config)
+    args.method, args.output_dir = method, str(out)
+    if method in ("vanilla", "vanilla_synthetic") and match_theta_updates:
+        args.max_steps = max(1, theta_updates(config.max_steps, config.k_psi, config.k_theta, config.k_phi))
+    return args
+
+
+# ------------------------------------------------------------------------------------------ stages
+def evaluate(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, trainer, env, evaluation, tokenizer, out: Path
+) -> dict[str, Any]:
+    """Live episodes of the value-guided policy on held-out categories; writes ``eval.md``, ``eval.png``."""
+    from ..data.schema import to_dataset as rows_to_dataset
+    from ..envs.rollout import evaluate_policy
+
+    held_out = set(evaluation["category"])
+    tasks = _spread_over_categories(
+        [t for t in env.tasks() if t.category in held_out], recipe.num_eval_episodes, seed=1234
+    )
+    if hardware.use_bf16("generation", device=next(trainer.policy.parameters()).device):
+        # training is over (artifacts saved): bf16 weights decode ~1.3x and prefill ~3x faster on CPU than
+        # fp32 weights under bf16 autocast, which casts them again on every forward
+        trainer.policy.to(torch.bfloat16)
+    guided = trainer.guided_policy()
+    trainer.policy.eval()
+    try:
+        result = evaluate_policy(
+            guided.model,
+            recipe.env,
+            tasks,
+            num_episodes=recipe.num_eval_episodes,
+            tokenizer=tokenizer,
+            logits_processor=[guided.processor],
+            max_new_tokens=recipe.eval_max_new_tokens,
+            batch_size=recipe.eval_batch_size,
+            max_turns=recipe.eval_max_turns,
+            max_prompt_tokens=config.max_length,
+        )
+    finally:
+        guided.processor.detach()
+    (out / "eval.md").write_text(result.to_markdown(config.method))
+    rows_to_dataset(result.rows).save_to_disk(str(out / "eval_trajectories"))  # what the policy actually did
+    result.plot(out / "eval.png", title=f"{recipe.env}: {config.method}")
+    empty = sum(
+        1 for row in result.rows for m in row["messages"] if m["role"] == "assistant" and not m["content"].strip()
+    )
+    print(
+        f"[eval] {config.method}: return {result.mean_return:.3f} ± {result.stderr:.3f}, success "
+        f"{result.success_rate:.2f} over {result.num_episodes} episodes ({empty} empty actions)"
+    )
+    return {
+        "mean_return": result.mean_return,
+        "stderr": result.stderr,
+        "success_rate": result.success_rate,
+        "episodes": result.num_episodes,
+        "empty_actions": empty,
+    }
+
+
+def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
+    """P(a positive outweighs a negative), ties count one half; ``None`` when a group is empty."""
+    if not positive or not negative:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in positive for n in negative) / (len(positive) * len(negative))
+
+
+def analyse(trainer, out: Path, title: str) -> dict[str, Any]:
+    """Figure 2 (``weights_analysis/``) plus the mean weight per source and per scripted quality."""
+    from ..boost.weight_analysis import analyze_weights
+
+    summary = analyze_weights(
+        trainer.reweighting_head,
+        trainer.embeddings,
+        trainer.training_rows["id"],
+        trainer.training_rows["source"],
+        out / "weights_analysis",
+        title=title,
+    )
+    weights = trainer.trajectory_weights()
+    groups: dict[str, list[float]] = defaultdict(list)
+    for row_id, source, weight in zip(weights["id"], weights["source"], weights["weight"]):
+        groups[source].append(float(weight))
+        quality = scripted_quality(row_id) if source != "synthetic" else None
+        if quality:
+            groups[quality].append(float(weight))
+    summary["mean_weight"] = {name: sum(values) / len(values) for name, values in groups.items()}
+    summary["auc_expert_over_noisy"] = auc(groups.get("expert", []), groups.get("noisy", []))
+    summary["auc_real_over_synthetic"] = auc(groups.get("real", []), groups.get("synthetic", []))
+    return summary
+
+
+def train_method(recipe, config, method, data, tokenizer, peft_config, timer: StageTimer, out: Path):
+    """A fresh policy trained with ``method`` on ``data`` (``train``, ``val``, ``synthetic``)."""
+    from ..boost.trainer import BilevelReweightTrainer
+    from ..models import load_causal_lm
+
+    method_out = out / method if recipe.methods else out
+    args = method_config(config, method, method_out, recipe.match_theta_updates)
+    model = load_causal_lm(recipe.model, dtype=torch.float32)
+    with timer(f"{method}/setup (tokenize, embed)" if args.is_bilevel else f"{method}/setup (tokenize)"):
+        trainer = BilevelReweightTrainer(
+            model,
+            args,
+            train_dataset=data["train"],
+            val_dataset=data["val"] if args.is_bilevel else None,
+            synthetic_dataset=data["synthetic"] if args.uses_synthetic else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+    phase_of = (lambda step: trainer.phase_at(step).phase) if args.is_bilevel else None
+    trainer.add_callback(PhaseTimeCallback(timer, method, phase_of))
+    with timer(f"{method}/train"):
+        trainer.train()
+    trainer.save_model(str(method_out / "final"))
+    return trainer, args, method_out
+
+
+def run(
+    recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builder: Callable | None = None
+) -> dict[str, Any]:
+    """The whole pipeline for ``config.method`` (or every method of ``recipe.methods``, see :func:`compare`)."""
+    methods = list(recipe.methods) if recipe.methods else [config.method]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {unknown}; choose from {', '.join(METHODS)}")
+    from ..data.splits import split_by_category
+    from ..envs import make_env
+    from ..models import load_causal_lm, load_tokenizer
+
+    started, timer = time.time(), StageTimer()
+    hardware.configure_threads(verbose=True)  # all cores, also under accelerate launch's OMP_NUM_THREADS=1
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_env(recipe.env)
+    tokenizer = load_tokenizer(recipe.model)
+    peft_config = None
+    if recipe.lora_r > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=recipe.lora_r,
+            lora_alpha=2 * recipe.lora_r,
+            task_type="CAUSAL_LM",
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        )
+    with timer("data (real episodes, split)"):
+        real = load_real(recipe, env, real_builder)
+        splits = split_by_category(
+            real, recipe.train_category_fraction, recipe.val_split, recipe.low_data_fraction, seed=recipe.split_seed
+        )
+    print(splits.split_report if hasattr(splits, "split_report") else splits)
+    data: dict[str, Any] = {"train": splits["train"], "val": splits["val"], "synthetic": None}
+    if any(m in ("vanilla_synthetic", "boost") for m in methods):
+        with timer("self-play (synthetic data)"):
+            data["synthetic"] = generate_synthetic(
+                recipe, config, load_causal_lm(recipe.model, dtype=torch.float32), tokenizer, data["train"], out
+            )
+    results: dict[str, Any] = {
+        "env": recipe.env,
+        "train": len(data["train"]),
+        "val": len(data["val"]),
+        "eval_pool": len(splits["eval"]),
+        "synthetic": 0 if data["synthetic"] is None else len(data["synthetic"]),
+        "methods": {},
+    }
+    for method in methods:
+        trainer, args, method_out = train_method(recipe, config, method, data, tokenizer, peft_config, timer, out)
+        cell: dict[str, Any] = {
+            "method": method,
+            "optimizer_steps": args.max_steps,
+            "theta_updates": theta_updates(args.max_steps, args.k_psi, args.k_theta, args.k_phi)
+            if args.is_bilevel
+            else args.max_steps,
+        }
+        if args.is_bilevel:
+            with timer(f"{method}/analysis"):
+                cell["weights"] = analyse(trainer, method_out, f"{recipe.env} / {method}")
+        if not recipe.skip_eval:
+            with timer(f"{method}/evaluation"):
+                cell["eval"] = evaluate(recipe, args, trainer, env, splits["eval"], tokenizer, method_out)
+        results["methods"][method] = cell
+        del trainer
+    results["seconds"] = round(time.time() - started, 1)
+    results["stages"] = dict(timer.seconds)
+    results["config"] = {
+        "recipe": asdict(recipe),
+        "trainer": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool, type(None)))},
+    }
+    # one method: its fields at the top level too, as the single-method runs always wrote them
+    if len(methods) == 1:
+        results.update(results["methods"][methods[0]])
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    table = results_table(results)
+    (out / "results.md").write_text(table + "\n")
+    if len(methods) > 1:
+        plot_comparison(results, out / "comparison.png")
+    print(table)
+    if recipe.profile:
+        print(timer.report())
+    print(f"[done] artifacts in {out} ({results['seconds']} s)")
+    return results
+
+
+def compare(
+    recipe: BoostRecipeArguments,
+    config: BilevelReweightConfig,
+    methods: Sequence[str] = ("vanilla_synthetic", "boost"),
+    real_builder: Callable | None = None,
+) -> dict[str, Any]:
+    """:func:`run` for several methods on the same data and θ-update budget, side by side."""
+    recipe = copy.copy(recipe)
+    recipe.methods = list(methods)
+    return run(recipe, config, real_builder)
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """One markdown row per method: budget, live return, success, weights per source and quality."""
+    lines = [
+        "| method | θ updates | return ± s.e. | success | w real | w synthetic | w expert | w noisy | "
+        "AUC expert>noisy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, cell in results["methods"].items():
+        ev, weights = cell.get("eval"), cell.get("weights", {})
+        mean = weights.get("mean_weight", {})
+
+        def w(name):
+            return f"{mean[name]:.3f}" if name in mean else "uniform"
+
+        score = f"{ev['mean_return']:.3f} ± {ev['stderr']:.3f}" if ev else "not run"
+        success = f"{ev['success_rate']:.2f}" if ev else "not run"
+        quality = weights.get("auc_expert_over_noisy")
+        lines.append(
+            f"| {method} | {cell['theta_updates']} | {score} | {success} | {w('real')} | {w('synthetic')} | "
+            f"{w('expert')} | {w('noisy')} | {'n/a' if quality is None else f'{quality:.3f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_comparison(results: dict[str, Any], path: Path) -> None:
+    """Live return per method and the learned mean weight per group, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(results["methods"])
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    evals = [results["methods"][m].get("eval") or {} for m in methods]
+    axes[0].bar(
+        range(len(methods)),
+        [e.get("mean_return", 0.0) for e in evals],
+        yerr=[e.get("stderr", 0.0) for e in evals],
+        capsize=3,
+        color="#1e88e5",
+    )
+    axes[0].set_xticks(range(len(methods)), methods, fontsize=8)
+    axes[0].set_ylabel("live return ± s.e.")
+    groups = ["real", "synthetic", "expert", "noisy"]
+    for offset, method in enumerate(m for m in methods if "weights" in results["methods"][m]):
+        mean = results["methods"][method]["weights"]["mean_weight"]
+        axes[1].bar(
+            [g + 0.35 * offset for g in range(len(groups))],
+            [mean.get(g, 0.0) for g in groups],
+            width=0.35,
+            label=method,
+        )
+    axes[1].axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
+    axes[1].set_xticks(range(len(groups)), groups, fontsize=8)
+    axes[1].set_ylabel("mean learned weight (1 = uniform)")
+    axes[1].legend(fontsize=8)
+    figure.suptitle(f"BOOST recipe on {results['env']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(
+    env: str = "webshop",
+    argv: Sequence[str] | None = None,
+    *,
+    methods: Sequence[str] | None = None,
+    real_builder: Callable | None = None,
+) -> dict[str, Any]:
+    """Parse the command line and run; ``methods`` is the default of ``--methods`` (compare these)."""
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any model loads: steps ran ~1.5x faster (benchmarks/cpu_allocator.py)
+    recipe, config = parse_args(env, argv)
+    if recipe.env != env:
+        raise ValueError(f"this command runs {env!r}; use the {recipe.env!r} one (examples/boost_{recipe.env}.py)")
+    if recipe.methods is None and methods is not None:
+        recipe.methods = list(methods)
+    return run(recipe, config, real_builder)
+
+
+__all__ = [
+    "BoostRecipeArguments",
+    "ENV_DEFAULTS",
+    "ExampleArguments",
+    "PhaseTimeCallback",
+    "StageTimer",
+    "analyse",
+    "compare",
+    "evaluate",
+    "generate_synthetic",
+    "load_real",
+    "main",
+    "method_config",
+    "parse_args",
+    "results_table",
+    "run",
+    "small_scale_defaults",
+    "theta_updates",
+]

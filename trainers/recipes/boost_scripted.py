@@ -1,0 +1,149 @@
+"""Scripted "real" episodes for the BOOST recipe: an expert and a noisy player per built-in environment.
+
+BOOST's real data are human or scripted demonstrations of mixed quality. Without a dataset, the
+recipe plays the built-in environments with two scripted policies per environment, so every row
+knows which one played it (``metadata.policy`` and the row id: ``expert`` / ``noisy``, or WebShop's
+``oracle`` / ``heuristic`` shoppers) and the learned weights can be checked against that quality.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from ..data.schema import make_trajectory
+
+GENERIC_QUESTIONS = [
+    "Is it alive?",
+    "Is it bigger than a bread box?",
+    "Can you eat it?",
+    "Is it made of metal?",
+    "Is it found indoors?",
+    "Is it used for work?",
+    "Can you hold it in one hand?",
+    "Does it use electricity?",
+    "Is it soft?",
+    "Is it man-made?",
+]
+
+
+def play_scripted(
+    env, tasks, choose_policy: Callable, noise: float, seed: int, *, max_actions: int | None = None
+) -> list[dict[str, Any]]:
+    """Play ``tasks`` with scripted policies: ``choose_policy(task, noisy, rng)`` returns ``messages -> action``.
+
+    A ``noise`` fraction of the episodes (chosen with ``seed``) gets the noisy policy. Rows carry the
+    environment's rewards, the task spec in ``metadata["task"]`` and which policy played.
+    """
+    rng = random.Random(seed)
+    noisy = set(rng.sample(range(len(tasks)), round(noise * len(tasks))))
+    rows = []
+    for index, task in enumerate(tasks):
+        policy = choose_policy(task, index in noisy, random.Random(seed * 7919 + index))
+        observation = env.reset(task, seed=seed + index)
+        messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": observation}]
+        rewards, done, info = [], False, {}
+        while not done and len(rewards) < (max_actions or env.max_steps):
+            action = policy(messages)
+            observation, reward, done, info = env.step(action)
+            messages.append({"role": "assistant", "content": action})
+            rewards.append(float(reward))
+            if not done:
+                messages.append({"role": "user", "content": observation})
+        who = "noisy" if index in noisy else "expert"
+        rows.append(
+            make_trajectory(
+                messages,
+                rewards,
+                id=f"{env.name}-{who}-{index}",
+                task_id=task.task_id,
+                category=task.category,
+                done=done,
+                success=bool(info.get("success", False)),
+                metadata={"env": env.name, "task": {"task_id": task.task_id, "spec": task.spec}, "policy": who},
+            )
+        )
+    return rows
+
+
+def webshop_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
+    """WebShop: the oracle shopper (expert) on a ``1 - noise`` fraction, the text-only heuristic (noisy) on the rest."""
+    from ..envs.webshop.scripted import scripted_trajectories
+
+    rng = random.Random(seed)
+    noisy = set(rng.sample(range(len(tasks)), round(noise * len(tasks))))
+    rows = scripted_trajectories(
+        [t for i, t in enumerate(tasks) if i not in noisy], env=env, policy="oracle", progress=False
+    )
+    rows += scripted_trajectories(
+        [t for i, t in enumerate(tasks) if i in noisy], env=env, policy="heuristic", progress=False
+    )
+    return rows
+
+
+def car_dealer_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
+    """Car Dealer: an expert seller (the requested brand and type at the buyer's budget) and a noisy one
+    (far above list price, slow concessions, sometimes another car type)."""
+
+    def choose(task, noisy, rng):
+        spec = task.spec
+        brand, kind = spec.get("brand", task.category), spec.get("preferred_type", "car")
+        features = " and ".join(spec.get("preferred_features", [])[:2]) or "great features"
+        if not noisy:
+            price = int(spec.get("budget", 30000)) // 100 * 100
+            plan = [f"Welcome! This {brand} {kind} has {features}. For you it is ${price:,}.", "Deal!"]
+        else:
+            price = int(spec.get("msrp", 35000) * rng.uniform(1.15, 1.35)) // 100 * 100
+            other = rng.choice(["truck", "minivan", "coupe", "suv"])
+            plan = [f"Hello. Have you considered a {other}? This one is ${price:,}."]
+            for _ in range(8):
+                price = int(price * rng.uniform(0.95, 0.99)) // 100 * 100
+                plan.append(f"I can go down to ${price:,}, and that is a great price.")
+        turns = iter(plan)
+        return lambda messages: next(turns, "Deal!")
+
+    return play_scripted(env, tasks, choose, noise, seed, max_actions=10)
+
+
+def twenty_questions_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
+    """Twenty Questions: an expert asker (the object's category, then its name) and a noisy one (generic
+    questions, then guesses of random objects)."""
+    objects = [t.spec.get("object", t.task_id) for t in env.tasks()]
+
+    def choose(task, noisy, rng):
+        target = task.spec.get("object", task.task_id)
+        if noisy:
+            plan = rng.sample(GENERIC_QUESTIONS, 4) + [f"Is it a {o.lower()}?" for o in rng.sample(objects, 4)]
+        else:
+            plan = rng.sample(GENERIC_QUESTIONS, rng.randint(1, 3)) + [f"Is it a {target.lower()}?"]
+        turns = iter(plan)
+        return lambda messages: next(turns, f"Is it a {rng.choice(objects).lower()}?")
+
+    return play_scripted(env, tasks, choose, noise, seed, max_actions=10)
+
+
+REAL_BUILDERS: dict[str, Callable] = {
+    "webshop": webshop_rows,
+    "car_dealer": car_dealer_rows,
+    "twenty_questions": twenty_questions_rows,
+}
+
+
+def scripted_quality(row_id: str) -> str | None:
+    """``"expert"`` / ``"noisy"`` for a scripted row id (``None`` for other rows)."""
+    if "-expert-" in row_id or "-oracle-" in row_id:
+        return "expert"
+    if "-noisy-" in row_id or "-heuristic-" in row_id:
+        return "noisy"
+    return None
+
+
+__all__ = [
+    "REAL_BUILDERS",
+    "car_dealer_rows",
+    "play_scripted",
+    "scripted_quality",
+    "twenty_questions_rows",
+    "webshop_rows",
+]
