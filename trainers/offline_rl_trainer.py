@@ -52,6 +52,7 @@ from .data.tokenization import (
     validate_tokenized,
     validate_weight_column,
 )
+from .hardware import configure_threads, launched_by_accelerate
 from .losses.offline_rl import OfflineRLLossConfig, weighted_loss
 from .modeling.guidance import ValueGuidedLogitsProcessor
 from .modeling.policy import ValueHeadPolicy, is_peft_model
@@ -180,6 +181,9 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
             args = OfflineRLConfig(output_dir=f"{str(name).split('/')[-1]}-offline-rl")
         if not isinstance(args, OfflineRLConfig):
             raise TypeError(f"args must be an OfflineRLConfig, got {type(args).__name__}")
+        if launched_by_accelerate() and not torch.cuda.is_available():
+            # accelerate launch leaves each CPU process one thread unless the user chose a count
+            configure_threads()
         model_name = model if isinstance(model, str) else None
         if processing_class is None:
             if model_name is None:
