@@ -414,3 +414,22 @@ def test_value_guided_policy_beats_the_base_policy_on_built_in_twenty_questions(
     base = trainer.evaluate_rollouts(beta=0.0)
     assert base["eval_rollout/return_mean"] == 0.0
     assert guided["eval_rollout/return_mean"] == 19.0
+
+
+def test_the_trainer_uses_every_core_under_accelerate_launch(tmp_path, tiny_llama_path, tiny_tokenizer, monkeypatch):
+    from trainers import hardware
+
+    # what `accelerate launch` exports, with its default OMP_NUM_THREADS=1 that the user did not choose
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("TRAINERS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(hardware, "available_cores", lambda: 3)
+    monkeypatch.setattr(hardware, "_launcher_environ", lambda: {"HOME": "/root"})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path), train_dataset=_rows(), processing_class=tiny_tokenizer)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
