@@ -6,7 +6,7 @@ import pytest
 
 from test_tree import FakeEmbedder, trajectory
 from trainers.data.schema import validate_trajectories
-from trainers.tree import best_path_rows, build_forest, mcts_search, run_mcts, select_child, ucb
+from trainers.tree import best_path_rows, build_forest, mcts_search, ranked_paths, run_mcts, select_child, ucb
 
 INSTR = "Your task is to boil water."
 
@@ -88,3 +88,34 @@ def test_bad_arguments():
         mcts_search(tree, iterations=0)
     with pytest.raises(ValueError, match="exploration_constant"):
         mcts_search(tree, exploration_constant=-1)
+
+
+def _three_leaf_tree():
+    rows = [trajectory("t", [(INSTR, "", "X"), ("room", "", "win")], 1.0, id="x1")]
+    rows += [trajectory("t", [(INSTR, "", "X"), ("room", "", "lose")], 0.0, id="x2")]
+    rows += [trajectory("t", [(INSTR, "", "Y"), ("hall", "", "ok")], 0.6, id="y")]
+    rows += [trajectory("t", [(INSTR, "", "Z"), ("yard", "", "meh")], 0.2, id="z")]
+    return _tree(rows)
+
+
+def test_ranked_paths_best_first_then_leaves_by_outcome():
+    tree = _three_leaf_tree()
+    result = mcts_search(tree, iterations=200)
+    actions = [[tree.nodes[n].action for n in path] for path in ranked_paths(result, 3)]
+    assert actions == [["X", "win"], ["Y", "ok"], ["Z", "meh"]]
+    assert len(ranked_paths(result, 10)) == 4  # every leaf once, no more
+    assert ranked_paths(result, 1) == [result.path]
+    with pytest.raises(ValueError, match="k must be"):
+        ranked_paths(result, 0)
+
+
+def test_min_path_value_filters_paths_and_paths_per_task_adds_them():
+    result = mcts_search(_three_leaf_tree(), iterations=200)
+    scores = lambda rows: [r["rewards"][-1] for r in rows]  # noqa: E731
+    assert scores(best_path_rows([result], paths_per_task=4)) == [1.0, 0.6, 0.2]  # the 0-value path is out
+    assert scores(best_path_rows([result], paths_per_task=4, min_path_value=0.5)) == [1.0, 0.6]
+    assert scores(best_path_rows([result], paths_per_task=4, min_path_value=None)) == [1.0, 0.6, 0.2, 0.0]
+    assert scores(best_path_rows([result], min_path_value=0.99)) == [1.0]
+    assert best_path_rows([result], min_path_value=1.0) == []
+    rows = best_path_rows([result], paths_per_task=2)
+    assert [r["id"] for r in rows] == ["mcts-t", "mcts-t-1"] and validate_trajectories(rows) == 2

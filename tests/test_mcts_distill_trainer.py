@@ -80,3 +80,22 @@ def test_nothing_to_imitate_is_a_clear_error(tmp_path, tiny_tokenizer, tiny_llam
         MCTSDistillTrainer(tiny_llama, args=_args(tmp_path), forest=failing, processing_class=tiny_tokenizer)
     with pytest.raises(ValueError, match="exactly one of forest"):
         MCTSDistillTrainer(tiny_llama, args=_args(tmp_path), processing_class=tiny_tokenizer)
+
+
+def test_config_validates_with_field_names(tmp_path):
+    for bad, field in [(dict(exploration_constant=float("nan")), "exploration_constant"),
+                       (dict(min_path_value=1.5), "min_path_value"), (dict(min_path_value=float("-inf")), "min_path_value"),
+                       (dict(paths_per_task=0), "paths_per_task"), (dict(learning_rate=-1.0), "learning_rate")]:
+        with pytest.raises(ValueError, match=field):
+            _args(tmp_path, **bad)
+    assert _args(tmp_path, min_path_value=None).min_path_value is None
+
+
+def test_paths_per_task_and_min_path_value_choose_the_training_paths(tmp_path, tiny_tokenizer, tiny_llama):
+    one = MCTSDistillTrainer(tiny_llama, args=_args(tmp_path), forest=_forest(), processing_class=tiny_tokenizer)
+    two = MCTSDistillTrainer(tiny_llama, args=_args(tmp_path, paths_per_task=2), forest=_forest(), processing_class=tiny_tokenizer)
+    assert [r["rewards"][-1] for r in one.best_paths] == [1.0]
+    assert [r["rewards"][-1] for r in two.best_paths] == pytest.approx([1.0, 0.6])
+    high = MCTSDistillTrainer(tiny_llama, args=_args(tmp_path, paths_per_task=2, min_path_value=0.7), forest=_forest(),
+                              processing_class=tiny_tokenizer)
+    assert [r["rewards"][-1] for r in high.best_paths] == [1.0]

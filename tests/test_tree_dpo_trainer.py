@@ -289,3 +289,67 @@ def test_calibration_survives_a_reference_truncated_to_no_tokens(tmp_path, tiny_
                              processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
     values = [v for row in trainer.train_dataset for v in (row["ref_chosen_logps"], row["ref_rejected_logps"])]
     assert len(values) == 2 * len(pairs) and all(math.isfinite(v) and v < 0 for v in values)
+
+
+def _hand_chosen_nll(model, batch):
+    """Mean -log p of the chosen completion tokens (the first half of the batch), from the logits."""
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    half = ids.shape[0] // 2
+    with torch.no_grad():
+        logits = model(input_ids=ids[:half], attention_mask=batch["attention_mask"][:half]).logits.float()
+    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:half, 1:, None])[..., 0]
+    return -logps[mask[:half, 1:].bool()].mean().item()
+
+
+def test_chosen_nll_weight_reaches_trl_loss(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path):
+    pairs = _pairs("path")
+
+    def trainer(weight):
+        return TreeDPOTrainer(AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+                              ref_model=AutoModelForCausalLM.from_pretrained(tiny_gpt2_path),
+                              args=_args(tmp_path, chosen_nll_weight=weight), train_dataset=pairs,
+                              processing_class=tiny_tokenizer)
+
+    plain, nll = trainer(0.0), trainer(0.5)
+    assert (plain.loss_types, plain.loss_weights) == (["sigmoid"], [1.0])
+    assert (nll.loss_types, nll.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+    batch = _batch(nll)
+    with torch.no_grad():
+        difference = nll.compute_loss(nll.model, batch) - plain.compute_loss(plain.model, batch)
+    # the added term is 0.5 x the NLL of the chosen continuation's assistant tokens, observations masked
+    assert difference.item() == pytest.approx(0.5 * _hand_chosen_nll(nll.model, batch), rel=1e-4)
+
+
+def test_config_validates_with_field_names(tmp_path):
+    for bad, field in [(dict(beta=float("nan")), "beta"), (dict(chosen_nll_weight=-1.0), "chosen_nll_weight"),
+                       (dict(pair_margin=float("inf")), "pair_margin"), (dict(pair_margin=1.5), "pair_margin"),
+                       (dict(pair_strategy="random"), "pair_strategy"), (dict(ref_max_length=0), "ref_max_length"),
+                       (dict(foreign_ref_calibration="exact"), "foreign_ref_calibration")]:
+        with pytest.raises(ValueError, match=field):
+            _args(tmp_path, **bad)
+    # an NLL weight next to an explicit 'sft' loss of another weight is ambiguous
+    with pytest.raises(ValueError, match="one place"):
+        _args(tmp_path, chosen_nll_weight=0.5, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 2.0])
+    # a config rebuilt from its own values keeps one NLL term
+    config = _args(tmp_path, chosen_nll_weight=0.5)
+    rebuilt = _args(tmp_path, chosen_nll_weight=0.5, loss_type=config.loss_type, loss_weights=config.loss_weights)
+    assert (rebuilt.loss_type, rebuilt.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+
+
+def test_foreign_reference_scores_its_own_rendering_of_the_same_messages(tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path):
+    """The reference sees exactly its own chat-template text of the pair's messages, in its own token ids."""
+    ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
+    seen = []
+    ref.register_forward_pre_hook(lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True)
+    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=_args(tmp_path, foreign_ref_calibration="none"),
+                             train_dataset=_pairs("path"), processing_class=tiny_tokenizer,
+                             ref_processing_class=small_tokenizer)
+    expected = [small_tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=False)
+                for row in trainer.train_dataset for side in ("chosen", "rejected")]
+    pad = small_tokenizer.pad_token_id
+    texts = [small_tokenizer.decode([t for t in ids if t != pad]) for ids in seen]
+    assert sorted(texts) == sorted(expected)
+    # and the policy's sequences are its own rendering of the same messages
+    row = trainer.train_dataset[0]
+    policy_text = tiny_tokenizer.decode(row["prompt_ids"] + row["chosen_ids"])
+    assert policy_text == tiny_tokenizer.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)

@@ -1,11 +1,10 @@
-"""Weak-to-strong examples: the history window of the rollout harness and the example's helpers.
+"""Weak-to-strong recipe helpers: the history window of the rollout harness and the recipe's setup module.
 
 The examples themselves run for minutes on real models; here the pieces they rely on are checked
 on tiny models and fakes: windowed prompts, system-prompt replacement, the Gemma-3-270M cache
-(written atomically, nothing left behind by a failed conversion) and the argument defaults.
+(written atomically, nothing left behind by a failed conversion) and the option defaults.
 """
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,8 +13,6 @@ import pytest
 
 from trainers.envs.base import StepResult, Task
 from trainers.envs.rollout import LMPolicy, rollout, window_history
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _history(turns, system=True):
@@ -103,34 +100,30 @@ def test_rollout_passes_the_history_window_to_the_model(tiny_tokenizer):
 
 
 # --------------------------------------------------------------------------------------------
-# examples/tree_dpo_scienceworld.py helpers
+# trainers.recipes.weak_to_strong helpers
 
 
 @pytest.fixture(scope="module")
 def shared():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        yield importlib.import_module("tree_dpo_scienceworld")
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    import trainers.recipes.weak_to_strong as setup
+
+    return setup
 
 
-def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["x", "--output-dir", str(tmp_path / "run")])
-    args = shared.finish_args(shared.common_parser("test").parse_args())
+def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path):
+    args = shared.finish_options(shared.build_parser("test").parse_args(["--output-dir", str(tmp_path / "run")]))
     # 8 demonstrations: at least ~30 optimizer steps at a learning rate that moves a 135M model
     steps = 2 * args.train_variations * args.sft_epochs / args.sft_batch_size
     assert steps >= 30 and args.sft_lr >= 1e-4
     assert shared.system_prompt(args) == shared.SCIENCEWORLD_SHORT_PROMPT
     assert shared.rollout_options(args) == {"system_prompt": shared.SCIENCEWORLD_SHORT_PROMPT, "max_prompt_tokens": 1024}
-    monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--output-dir", str(tmp_path / "ws")])
-    webshop = shared.finish_args(shared.common_parser("test").parse_args())
+    webshop = shared.finish_options(shared.build_parser("test").parse_args(["--env", "webshop", "--output-dir", str(tmp_path / "ws")]))
     assert shared.system_prompt(webshop) is None  # WebShop keeps its env's prompt
     # WebShop pages cost ~3x a ScienceWorld observation: fewer explorations by default, any on request
     assert (args.explore_samples, webshop.explore_samples) == (6, 4)
     assert (args.strong, webshop.strong) == ("auto", "auto")
-    monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--explore-samples", "6", "--output-dir", str(tmp_path / "ws")])
-    assert shared.finish_args(shared.common_parser("test").parse_args()).explore_samples == 6
+    argv = ["--env", "webshop", "--explore-samples", "6", "--output-dir", str(tmp_path / "ws")]
+    assert shared.finish_options(shared.build_parser("test").parse_args(argv)).explore_samples == 6
 
 
 def test_with_system_prompt_replaces_or_inserts(shared):

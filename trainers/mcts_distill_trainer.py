@@ -89,7 +89,7 @@ class MCTSDistillTrainer(SFTTrainer):
             mcts_results = run_mcts(forest, iterations=args.mcts_iterations, exploration_constant=args.exploration_constant)
         if mcts_results is not None:
             self.mcts_results = list(mcts_results)
-            rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value)
+            rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value, paths_per_task=args.paths_per_task)
             if not rows:
                 raise NoBestPathsError(
                     f"MCTS over {len(self.mcts_results)} trees gave no best path with an outcome above "
