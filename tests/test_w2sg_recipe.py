@@ -87,32 +87,57 @@ def test_summarize_pools_the_episodes_of_every_seed():
 
 def _row(task, score, sample=0, category=None):
     return make_trajectory(
-        [{"role": "user", "content": "task"}, {"role": "assistant", "content": "Action: look"}], [score],
-        id=f"{task}-{sample}", task_id=task, source="weak", success=score >= 1.0,
+        [{"role": "user", "content": "task"}, {"role": "assistant", "content": "Action: look"}],
+        [score],
+        id=f"{task}-{sample}",
+        task_id=task,
+        source="weak",
+        success=score >= 1.0,
         metadata={"final_score": score, "normalized_score": score, "category": category or task.rsplit("-", 1)[0]},
     )
 
 
 def test_weak_success_summary_counts_tasks_with_a_success_and_with_a_spread():
-    rows = [_row("a-1", 1.0, 0), _row("a-1", 0.0, 1), _row("a-2", 0.5, 0), _row("a-2", 0.5, 1),
-            _row("b-1", 0.0, 0), _row("b-1", 0.0, 1)]
+    rows = [
+        _row("a-1", 1.0, 0),
+        _row("a-1", 0.0, 1),
+        _row("a-2", 0.5, 0),
+        _row("a-2", 0.5, 1),
+        _row("b-1", 0.0, 0),
+        _row("b-1", 0.0, 1),
+    ]
     summary = weak_success_summary(rows)
-    assert summary["a"] == {"tasks": 2, "episodes": 4, "mean_score": pytest.approx(50.0), "success_rate": 25.0,
-                            "tasks_with_success": 1, "tasks_with_spread": 1}
+    assert summary["a"] == {
+        "tasks": 2,
+        "episodes": 4,
+        "mean_score": pytest.approx(50.0),
+        "success_rate": 25.0,
+        "tasks_with_success": 1,
+        "tasks_with_spread": 1,
+    }
     assert summary["b"]["success_rate"] == 0.0 and summary["b"]["tasks_with_spread"] == 0
     assert summary["all"]["episodes"] == 6 and summary["all"]["tasks_with_success"] == 1
     assert episode_scores(rows)["success"] == [True, False, False, False, False, False]
 
 
 def test_best_of_groups_keeps_the_best_sample_per_task():
-    episodes = {"task_ids": ["a", "a", "b", "b"], "scores": [0.2, 0.9, 0.0, 0.1], "success": [False, False, False, False]}
+    episodes = {
+        "task_ids": ["a", "a", "b", "b"],
+        "scores": [0.2, 0.9, 0.0, 0.1],
+        "success": [False, False, False, False],
+    }
     assert best_of_groups(episodes, 2) == {"task_ids": ["a", "b"], "scores": [0.9, 0.1], "success": [False, False]}
 
 
 def test_eto_pairs_prefer_the_demonstration_over_failures_only():
     system = {"role": "system", "content": "rules"}
-    demo = make_trajectory([system, {"role": "user", "content": "t"}, {"role": "assistant", "content": "Action: focus"}],
-                           [1.0], id="e", task_id="a-1", source="expert")
+    demo = make_trajectory(
+        [system, {"role": "user", "content": "t"}, {"role": "assistant", "content": "Action: focus"}],
+        [1.0],
+        id="e",
+        task_id="a-1",
+        source="expert",
+    )
     own = [_row("a-1", 0.3), _row("a-1", 1.0, 1)]
     own = [{**r, "messages": [system] + r["messages"] + [{"role": "user", "content": "obs"}]} for r in own]
     pairs = eto_pairs([demo], own)
@@ -152,8 +177,9 @@ def test_interleaved_test_tasks_cover_every_type():
     assert [t.task_id for t in interleave_by_category(tasks)] == ["a-0", "b-0", "a-1", "b-1", "a-2"]
 
 
-@pytest.mark.parametrize("name", ["tree_dpo_scienceworld", "tree_dpo_webshop", "mcts_distill_scienceworld",
-                                  "mcts_distill_webshop"])
+@pytest.mark.parametrize(
+    "name", ["tree_dpo_scienceworld", "tree_dpo_webshop", "mcts_distill_scienceworld", "mcts_distill_webshop"]
+)
 def test_examples_are_thin_clis_over_the_library(name):
     source = (ROOT / "examples" / f"{name}.py").read_text()
     tree = ast.parse(source)

@@ -27,19 +27,51 @@ def scored_explorations(monkeypatch):
 
 
 @pytest.mark.slow
-def test_every_stage_runs_and_a_second_run_recomputes_nothing(tmp_path, tiny_llama_path, tiny_gpt2_path,
-                                                              scored_explorations, capsys):
+def test_every_stage_runs_and_a_second_run_recomputes_nothing(
+    tmp_path, tiny_llama_path, tiny_gpt2_path, scored_explorations, capsys
+):
     from trainers.recipes.weak_to_strong_study import main
 
-    argv = ["--env", "webshop", "--smoke", "--weak", tiny_llama_path, "--strong", tiny_gpt2_path,
-            "--methods", "all", "--output-dir", str(tmp_path), "--max-new-tokens", "8", "--max-prompt-tokens", "512",
-            "--sft-epochs", "1", "--mcts-iterations", "20"]
+    argv = [
+        "--env",
+        "webshop",
+        "--smoke",
+        "--weak",
+        tiny_llama_path,
+        "--strong",
+        tiny_gpt2_path,
+        "--methods",
+        "all",
+        "--output-dir",
+        str(tmp_path),
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-tokens",
+        "512",
+        "--sft-epochs",
+        "1",
+        "--mcts-iterations",
+        "20",
+    ]
     study = main("test", env="webshop", argv=argv)
     assert set(study["summary"]) == {"sft-weak", "sft-strong", "best-of-n", "eto", "tree-dpo", "mcts"}
     assert all(r["episodes"] == 2 for r in study["summary"].values())
     stages = study["stage_seconds"][0]
-    for name in ("expert", "weak_sft", "explore", "forest", "pairs", "mcts_paths", "strong_sft", "tree_dpo",
-                 "mcts_distill", "eto", "eval-tree-dpo", "eval-mcts", "eval-best-of-n"):
+    for name in (
+        "expert",
+        "weak_sft",
+        "explore",
+        "forest",
+        "pairs",
+        "mcts_paths",
+        "strong_sft",
+        "tree_dpo",
+        "mcts_distill",
+        "eto",
+        "eval-tree-dpo",
+        "eval-mcts",
+        "eval-best-of-n",
+    ):
         assert name in stages, name
     assert (tmp_path / "results.md").exists() and (tmp_path / "results.png").exists()
     weak = study["weak_explorations"][0]["all"]
@@ -58,10 +90,35 @@ def test_lora_from_the_base_model(tmp_path, tiny_llama_path, tiny_gpt2_path, sco
 
     from trainers.recipes.weak_to_strong_study import main
 
-    argv = ["--env", "webshop", "--smoke", "--weak", tiny_llama_path, "--strong", tiny_gpt2_path,
-            "--methods", "tree-dpo,mcts,eto", "--output-dir", str(tmp_path), "--max-new-tokens", "8",
-            "--max-prompt-tokens", "512", "--sft-epochs", "1", "--mcts-iterations", "20", "--finetune", "lora",
-            "--lora-r", "4", "--strong-init", "base", "--until", "train"]
+    argv = [
+        "--env",
+        "webshop",
+        "--smoke",
+        "--weak",
+        tiny_llama_path,
+        "--strong",
+        tiny_gpt2_path,
+        "--methods",
+        "tree-dpo,mcts,eto",
+        "--output-dir",
+        str(tmp_path),
+        "--max-new-tokens",
+        "8",
+        "--max-prompt-tokens",
+        "512",
+        "--sft-epochs",
+        "1",
+        "--mcts-iterations",
+        "20",
+        "--finetune",
+        "lora",
+        "--lora-r",
+        "4",
+        "--strong-init",
+        "base",
+        "--until",
+        "train",
+    ]
     main("test", env="webshop", argv=argv)
     for method in ("tree_dpo", "mcts_distill", "eto"):
         folder = tmp_path / "seed-0" / method

@@ -62,14 +62,18 @@ class MCTSDistillConfig(SFTConfig):
     )
     min_path_value: float | None = field(
         default=0.0,
-        metadata={"help": "Paths whose empirical outcome (mean G(e) at their leaf, in [0, 1]) is not above this are "
-                          "not trained on: a path that still scored 0 teaches failure. None keeps every path. Paper: "
-                          "not stated."},
+        metadata={
+            "help": "Paths whose empirical outcome (mean G(e) at their leaf, in [0, 1]) is not above this are "
+            "not trained on: a path that still scored 0 teaches failure. None keeps every path. Paper: "
+            "not stated."
+        },
     )
     paths_per_task: int = field(
         default=1,
-        metadata={"help": "Best paths imitated per task: the search's greedy best path, then the tree's other leaves "
-                          "by empirical mean outcome (each still subject to min_path_value). Paper: 1."},
+        metadata={
+            "help": "Best paths imitated per task: the search's greedy best path, then the tree's other leaves "
+            "by empirical mean outcome (each still subject to min_path_value). Paper: 1."
+        },
     )
 
     def __post_init__(self):

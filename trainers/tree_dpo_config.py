@@ -7,11 +7,18 @@ from dataclasses import dataclass, field, fields
 
 from trl import DPOConfig
 
-__all__ = ["TreeDPOConfig", "check_number", "check_choices"]
+__all__ = ["TreeDPOConfig", "check_choices", "check_number"]
 
 
-def check_number(config, name: str, *, low: float | None = None, high: float | None = None,
-                 low_inclusive: bool = True, allow_none: bool = False) -> None:
+def check_number(
+    config,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    allow_none: bool = False,
+) -> None:
     """Raise ``ValueError`` naming ``name`` when ``config.<name>`` is NaN, infinite or out of range."""
     value = getattr(config, name)
     if value is None:
@@ -99,58 +106,75 @@ class TreeDPOConfig(DPOConfig):
 
     learning_rate: float = field(
         default=2e-5,
-        metadata={"help": "AdamW learning rate. Paper (DPO phase, LoRA r=64 / alpha=128): 2e-5; TRL's own default "
-                          "is 1e-6."},
+        metadata={
+            "help": "AdamW learning rate. Paper (DPO phase, LoRA r=64 / alpha=128): 2e-5; TRL's own default is 1e-6."
+        },
     )
     beta: float = field(
         default=0.1,
-        metadata={"help": "DPO temperature, the strength of the implicit KL penalty against the weak SFT reference. "
-                          "Paper: 0.1 (0.5 was worse on ScienceWorld: 49.2 vs 54.9 average reward)."},
+        metadata={
+            "help": "DPO temperature, the strength of the implicit KL penalty against the weak SFT reference. "
+            "Paper: 0.1 (0.5 was worse on ScienceWorld: 49.2 vs 54.9 average reward)."
+        },
     )
     chosen_nll_weight: float = field(
         default=0.0,
-        metadata={"help": "Weight of a negative log-likelihood term on the chosen continuation, added to DPO's sigmoid "
-                          "loss. A positive value sets TRL's loss_type=['sigmoid', 'sft'] with loss_weights=[1.0, "
-                          "chosen_nll_weight] (appended to other loss types already given). It keeps the likelihood "
-                          "of the preferred actions from falling, which plain DPO allows and which hurts on small "
-                          "preference sets. 0.0: plain DPO. Paper: plain DPO."},
+        metadata={
+            "help": "Weight of a negative log-likelihood term on the chosen continuation, added to DPO's sigmoid "
+            "loss. A positive value sets TRL's loss_type=['sigmoid', 'sft'] with loss_weights=[1.0, "
+            "chosen_nll_weight] (appended to other loss types already given). It keeps the likelihood "
+            "of the preferred actions from falling, which plain DPO allows and which hurts on small "
+            "preference sets. 0.0: plain DPO. Paper: plain DPO."
+        },
     )
     mask_continuation_observations: bool = field(
         default=True,
-        metadata={"help": "Train only on the continuation's assistant turns: observations inside a multi-step "
-                          "continuation and the template's role headers get no loss, for the policy and the "
-                          "reference alike. False: every continuation token counts (TRL's DPO loss). Paper: actions "
-                          "only (Eq. 2)."},
+        metadata={
+            "help": "Train only on the continuation's assistant turns: observations inside a multi-step "
+            "continuation and the template's role headers get no loss, for the policy and the "
+            "reference alike. False: every continuation token counts (TRL's DPO loss). Paper: actions "
+            "only (Eq. 2)."
+        },
     )
     pair_margin: float = field(
         default=0.0,
-        metadata={"help": "A mined pair needs mean(chosen) - mean(rejected) > pair_margin (outcomes in [0, 1]). "
-                          "Paper: any difference."},
+        metadata={
+            "help": "A mined pair needs mean(chosen) - mean(rejected) > pair_margin (outcomes in [0, 1]). "
+            "Paper: any difference."
+        },
     )
     pair_continuation: str = field(
         default="path",
-        metadata={"help": "'path': the child's step and the best (chosen) / worst (rejected) path below it; 'step': "
-                          "the child's step only. Paper: continuations from the divergence point.",
-                  "choices": ["path", "step"]},
+        metadata={
+            "help": "'path': the child's step and the best (chosen) / worst (rejected) path below it; 'step': "
+            "the child's step only. Paper: continuations from the divergence point.",
+            "choices": ["path", "step"],
+        },
     )
     pair_strategy: str = field(
         default="all",
-        metadata={"help": "'all' pairs every two siblings whose outcomes differ; 'best_vs_worst' keeps one pair per "
-                          "divergence point. Paper: not specified.",
-                  "choices": ["all", "best_vs_worst"]},
+        metadata={
+            "help": "'all' pairs every two siblings whose outcomes differ; 'best_vs_worst' keeps one pair per "
+            "divergence point. Paper: not specified.",
+            "choices": ["all", "best_vs_worst"],
+        },
     )
     ref_max_length: int | None = field(
         default=None,
-        metadata={"help": "Token budget of the reference's own tokenization when its tokenizer differs from the "
-                          "policy's; None uses max_length. Sequences keep their start."},
+        metadata={
+            "help": "Token budget of the reference's own tokenization when its tokenizer differs from the "
+            "policy's; None uses max_length. Sequences keep their start."
+        },
     )
     foreign_ref_calibration: str = field(
         default="per_token",
-        metadata={"help": "Reference with another tokenizer: 'per_token' moves each continuation's reference "
-                          "log-prob onto the policy's token count and per-token level (one extra policy pass before "
-                          "training), so pairs of different lengths do not start saturated; 'none' uses the raw "
-                          "summed log-probs. precompute_ref_log_probs is forced on with such a reference.",
-                  "choices": ["per_token", "none"]},
+        metadata={
+            "help": "Reference with another tokenizer: 'per_token' moves each continuation's reference "
+            "log-prob onto the policy's token count and per-token level (one extra policy pass before "
+            "training), so pairs of different lengths do not start saturated; 'none' uses the raw "
+            "summed log-probs. precompute_ref_log_probs is forced on with such a reference.",
+            "choices": ["per_token", "none"],
+        },
     )
 
     def __post_init__(self):

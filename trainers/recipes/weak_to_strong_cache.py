@@ -69,8 +69,11 @@ class StageCache:
             build(staging)
             seconds = time.perf_counter() - start
             (staging / STAGE_FILE).write_text(
-                json.dumps({"options": options, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
-                           indent=2, sort_keys=True),
+                json.dumps(
+                    {"options": options, "seconds": seconds, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                    indent=2,
+                    sort_keys=True,
+                ),
                 encoding="utf-8",
             )
         self.ran.append(name)

@@ -28,7 +28,7 @@ import torch
 from trainers.recipes import weak_to_strong as setup
 from trainers.recipes.weak_to_strong_cache import StageCache, read_json, write_json
 
-__all__ = ["WeakToStrongRun", "eto_pairs", "episode_scores", "weak_success_summary"]
+__all__ = ["WeakToStrongRun", "episode_scores", "eto_pairs", "weak_success_summary"]
 
 
 def episode_scores(rows) -> dict:
@@ -85,8 +85,13 @@ def eto_pairs(expert_rows, own_rows):
         if demo is None or final_score(row) >= 1.0:
             continue
         head = 2 if demo["messages"][0]["role"] == "system" else 1
-        pairs.append({"prompt": demo["messages"][:head], "chosen": _trim(demo["messages"][head:]),
-                      "rejected": _trim(row["messages"][head:])})
+        pairs.append(
+            {
+                "prompt": demo["messages"][:head],
+                "chosen": _trim(demo["messages"][head:]),
+                "rejected": _trim(row["messages"][head:]),
+            }
+        )
     return pairs
 
 
@@ -123,8 +128,19 @@ class WeakToStrongRun:
     # ------------------------------------------------------------------------------- options
     def data_options(self) -> dict:
         a = self.args
-        return {k: getattr(a, k) for k in ("env", "task_names", "train_variations", "train_tasks", "max_steps",
-                                            "max_new_tokens", "max_prompt_tokens", "system_prompt")}
+        return {
+            k: getattr(a, k)
+            for k in (
+                "env",
+                "task_names",
+                "train_variations",
+                "train_tasks",
+                "max_steps",
+                "max_new_tokens",
+                "max_prompt_tokens",
+                "system_prompt",
+            )
+        }
 
     def options(self, *names: str, **extra) -> dict:
         values = {**self.data_options(), "seed": self.seed, **{n: getattr(self.args, n) for n in names}, **extra}
@@ -150,7 +166,7 @@ class WeakToStrongRun:
         return prepare_tokenizer(load_tokenizer(str(self.strong_sft())), template)
 
     def start_model(self):
-        """Where Tree-DPO, MCTS distillation and ETO start: the strong SFT model, or the strong base with ``--strong-init base``."""
+        """Where Tree-DPO, MCTS distillation and ETO start: the strong SFT model (or base, ``--strong-init base``)."""
         if self.args.strong_init == "base":
             (model, _), _ = setup.load_strong(self.args.strong, self.args.weak)
             return model
@@ -161,8 +177,13 @@ class WeakToStrongRun:
             return None
         from peft import LoraConfig
 
-        return LoraConfig(r=self.args.lora_r, lora_alpha=2 * self.args.lora_r, target_modules="all-linear",
-                          lora_dropout=0.05, task_type="CAUSAL_LM")
+        return LoraConfig(
+            r=self.args.lora_r,
+            lora_alpha=2 * self.args.lora_r,
+            target_modules="all-linear",
+            lora_dropout=0.05,
+            task_type="CAUSAL_LM",
+        )
 
     def save_trained(self, trainer, tokenizer, folder: Path) -> None:
         """Save a trainer's model as a plain checkpoint (LoRA adapters merged into the weights)."""
@@ -174,11 +195,19 @@ class WeakToStrongRun:
 
     def training_args(self) -> dict:
         a = self.args
-        return dict(per_device_train_batch_size=1, gradient_accumulation_steps=1, logging_steps=5, save_strategy="no",
-                    report_to="none", use_cpu=True, bf16=setup.use_bf16(), seed=self.seed,
-                    max_length=a.max_prompt_tokens + a.max_new_tokens,
-                    # small models: recomputation costs more than it saves, and it disables the KV cache
-                    gradient_checkpointing=False)
+        return dict(
+            per_device_train_batch_size=1,
+            gradient_accumulation_steps=1,
+            logging_steps=5,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=setup.use_bf16(),
+            seed=self.seed,
+            max_length=a.max_prompt_tokens + a.max_new_tokens,
+            # small models: recomputation costs more than it saves, and it disables the KV cache
+            gradient_checkpointing=False,
+        )
 
     def sft(self, model, tokenizer, rows, folder: Path, *, epochs: float):
         """SFT on trajectory rows (loss on assistant turns only), one trajectory per sequence."""
@@ -188,11 +217,16 @@ class WeakToStrongRun:
 
         a = self.args
         dataset = tokenize_for_sft(rows, tokenizer, max_length=a.max_prompt_tokens + a.max_new_tokens)
-        config = SFTConfig(output_dir=str(folder / "trainer"), num_train_epochs=epochs, learning_rate=a.sft_lr,
-                           lr_scheduler_type="cosine",
-                           **{**self.training_args(), "per_device_train_batch_size": a.sft_batch_size})
-        trainer = SFTTrainer(model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=self.peft_config())
+        config = SFTConfig(
+            output_dir=str(folder / "trainer"),
+            num_train_epochs=epochs,
+            learning_rate=a.sft_lr,
+            lr_scheduler_type="cosine",
+            **{**self.training_args(), "per_device_train_batch_size": a.sft_batch_size},
+        )
+        trainer = SFTTrainer(
+            model, args=config, train_dataset=dataset, processing_class=tokenizer, peft_config=self.peft_config()
+        )
         trainer.train()
         self.save_trained(trainer, tokenizer, folder)
 
@@ -200,10 +234,17 @@ class WeakToStrongRun:
         from trainers.tree_dpo_config import TreeDPOConfig
 
         a = self.args
-        return TreeDPOConfig(output_dir=str(folder / "trainer"), num_train_epochs=a.dpo_epochs, learning_rate=a.dpo_lr,
-                             beta=a.dpo_beta, chosen_nll_weight=a.dpo_nll_weight, precompute_ref_log_probs=True,
-                             pair_strategy=a.pair_strategy, pair_continuation=a.pair_continuation,
-                             **self.training_args())
+        return TreeDPOConfig(
+            output_dir=str(folder / "trainer"),
+            num_train_epochs=a.dpo_epochs,
+            learning_rate=a.dpo_lr,
+            beta=a.dpo_beta,
+            chosen_nll_weight=a.dpo_nll_weight,
+            precompute_ref_log_probs=True,
+            pair_strategy=a.pair_strategy,
+            pair_continuation=a.pair_continuation,
+            **self.training_args(),
+        )
 
     # -------------------------------------------------------------------------------- stages
     def expert(self) -> list[dict]:
@@ -237,9 +278,17 @@ class WeakToStrongRun:
             weak_tok = self.weak_tokenizer()
             model = setup.for_generation(self.load_model(self.weak_sft()))
             print(f"[explore] weak SFT model, M={self.args.explore_samples} on {len(self.train_tasks)} train tasks")
-            rows = explore(model, self.factory, self.train_tasks, tokenizer=weak_tok,
-                           num_samples=self.args.explore_samples, batch_size=self.args.batch_size, seed=self.seed,
-                           max_new_tokens=self.args.max_new_tokens, **setup.rollout_options(self.args))
+            rows = explore(
+                model,
+                self.factory,
+                self.train_tasks,
+                tokenizer=weak_tok,
+                num_samples=self.args.explore_samples,
+                batch_size=self.args.batch_size,
+                seed=self.seed,
+                max_new_tokens=self.args.max_new_tokens,
+                **setup.rollout_options(self.args),
+            )
             _save_rows(rows, folder)
             write_json(folder, "summary.json", weak_success_summary(rows))
 
@@ -259,8 +308,12 @@ class WeakToStrongRun:
             forest.save_to_disk(folder / "forest")
             render_forest(forest, folder / "pictures", max_trees=8)
 
-        return self.cache.run("forest", build, lambda f: TrajectoryForest.load_from_disk(f / "forest"),
-                              self._explore_options("similarity_threshold"))
+        return self.cache.run(
+            "forest",
+            build,
+            lambda f: TrajectoryForest.load_from_disk(f / "forest"),
+            self._explore_options("similarity_threshold"),
+        )
 
     def pairs(self) -> list[dict]:
         from trainers.tree import mine_pairs
@@ -270,23 +323,39 @@ class WeakToStrongRun:
             print(mined.explain())
             write_json(folder, "pairs.json", [dict(row) for row in mined.to_dataset()] if len(mined) else [])
 
-        return self.cache.run("pairs", build, lambda f: read_json(f, "pairs.json"),
-                              self._explore_options("similarity_threshold", "pair_strategy", "pair_continuation"))
+        return self.cache.run(
+            "pairs",
+            build,
+            lambda f: read_json(f, "pairs.json"),
+            self._explore_options("similarity_threshold", "pair_strategy", "pair_continuation"),
+        )
 
     def mcts_paths(self) -> list[dict]:
         from trainers.tree import best_path_rows, run_mcts
 
         def build(folder):
             a = self.args
-            searches = run_mcts(self.forest(), iterations=a.mcts_iterations, exploration_constant=a.exploration_constant)
+            searches = run_mcts(
+                self.forest(), iterations=a.mcts_iterations, exploration_constant=a.exploration_constant
+            )
             rows = best_path_rows(searches, min_path_value=a.min_path_value, paths_per_task=a.paths_per_task)
             for search in searches:
                 actions = " -> ".join(search.tree.nodes[n].action for n in search.path)
                 print(f"[mcts] {search.tree.task_id}: value {search.value:.2f} via {actions}")
             write_json(folder, "paths.json", rows)
 
-        return self.cache.run("mcts_paths", build, lambda f: read_json(f, "paths.json"), self._explore_options(
-            "similarity_threshold", "mcts_iterations", "exploration_constant", "min_path_value", "paths_per_task"))
+        return self.cache.run(
+            self.variant("mcts_paths"),
+            build,
+            lambda f: read_json(f, "paths.json"),
+            self._explore_options(
+                "similarity_threshold", "mcts_iterations", "exploration_constant", "min_path_value", "paths_per_task"
+            ),
+        )
+
+    def variant(self, stage: str) -> str:
+        """A trained method's (or its evaluation's) folder; ``--variant`` keeps sweeps apart, sharing earlier stages."""
+        return f"{stage}-{self.args.variant}" if self.args.variant else stage
 
     def _explore_options(self, *names) -> dict:
         return self.options("weak", *_SFT_OPTIONS, "explore_samples", *names)
@@ -309,17 +378,22 @@ class WeakToStrongRun:
             weak_tok, strong_tok = self.weak_tokenizer(), self.strong_tokenizer()
             # the trainer compares the tokenizers: shared -> TRL's reference path; different ->
             # reference log-probs precomputed once in the weak model's own tokenization
-            trainer = TreeDPOTrainer(self.start_model(), ref_model=self.load_model(self.weak_sft()),
-                                     args=self.dpo_config(folder), train_dataset=datasets.Dataset.from_list(pairs),
-                                     processing_class=strong_tok, ref_processing_class=weak_tok,
-                                     peft_config=self.peft_config())
+            trainer = TreeDPOTrainer(
+                self.start_model(),
+                ref_model=self.load_model(self.weak_sft()),
+                args=self.dpo_config(folder),
+                train_dataset=datasets.Dataset.from_list(pairs),
+                processing_class=strong_tok,
+                ref_processing_class=weak_tok,
+                peft_config=self.peft_config(),
+            )
             trainer.train()
             write_json(folder, "log_history.json", trainer.state.log_history)
             self.save_trained(trainer, strong_tok, folder)
 
         self.strong_sft()
-        return self.cache.run("tree_dpo", build, lambda f: f, self._method_options(*_DPO_OPTIONS, "pair_strategy",
-                                                                                    "pair_continuation"))
+        options = self._method_options(*_DPO_OPTIONS, "pair_strategy", "pair_continuation")
+        return self.cache.run(self.variant("tree_dpo"), build, lambda f: f, options)
 
     def mcts_distill(self) -> Path | None:
         from trainers.mcts_distill_config import MCTSDistillConfig
@@ -336,19 +410,40 @@ class WeakToStrongRun:
             a = self.args
             setup.seed_everything(self.seed)
             strong_tok = self.strong_tokenizer()
-            config = MCTSDistillConfig(output_dir=str(folder / "trainer"), num_train_epochs=a.distill_epochs,
-                                       learning_rate=a.sft_lr, mcts_iterations=a.mcts_iterations,
-                                       exploration_constant=a.exploration_constant, min_path_value=a.min_path_value,
-                                       paths_per_task=a.paths_per_task,
-                                       **{**self.training_args(), "per_device_train_batch_size": a.sft_batch_size})
-            trainer = MCTSDistillTrainer(self.start_model(), args=config, processing_class=strong_tok,
-                                         train_dataset=datasets.Dataset.from_list(paths), peft_config=self.peft_config())
+            config = MCTSDistillConfig(
+                output_dir=str(folder / "trainer"),
+                num_train_epochs=a.distill_epochs,
+                learning_rate=a.sft_lr,
+                mcts_iterations=a.mcts_iterations,
+                exploration_constant=a.exploration_constant,
+                min_path_value=a.min_path_value,
+                paths_per_task=a.paths_per_task,
+                **{**self.training_args(), "per_device_train_batch_size": a.sft_batch_size},
+            )
+            trainer = MCTSDistillTrainer(
+                self.start_model(),
+                args=config,
+                processing_class=strong_tok,
+                train_dataset=datasets.Dataset.from_list(paths),
+                peft_config=self.peft_config(),
+            )
             trainer.train()
             self.save_trained(trainer, strong_tok, folder)
 
         self.strong_sft()
-        return self.cache.run("mcts_distill", build, lambda f: f, self._method_options(
-            "mcts_iterations", "exploration_constant", "min_path_value", "paths_per_task", "distill_epochs", "sft_lr"))
+        return self.cache.run(
+            self.variant("mcts_distill"),
+            build,
+            lambda f: f,
+            self._method_options(
+                "mcts_iterations",
+                "exploration_constant",
+                "min_path_value",
+                "paths_per_task",
+                "distill_epochs",
+                "sft_lr",
+            ),
+        )
 
     def eto(self) -> Path | None:
         import datasets
@@ -359,9 +454,18 @@ class WeakToStrongRun:
         def build_own(folder):
             strong_tok = self.strong_tokenizer()
             model = setup.for_generation(self.load_model(self.strong_sft()))
-            rows = explore(model, self.factory, self.train_tasks, tokenizer=strong_tok, num_samples=self.args.eto_samples,
-                           batch_size=self.args.batch_size, seed=self.seed + 11, max_new_tokens=self.args.max_new_tokens,
-                           id_prefix="eto", **setup.rollout_options(self.args))
+            rows = explore(
+                model,
+                self.factory,
+                self.train_tasks,
+                tokenizer=strong_tok,
+                num_samples=self.args.eto_samples,
+                batch_size=self.args.batch_size,
+                seed=self.seed + 11,
+                max_new_tokens=self.args.max_new_tokens,
+                id_prefix="eto",
+                **setup.rollout_options(self.args),
+            )
             _save_rows(rows, folder)
 
         own = self.cache.run("eto_explore", build_own, _load_rows, self.options("strong", *_SFT_OPTIONS, "eto_samples"))
@@ -377,13 +481,20 @@ class WeakToStrongRun:
             # ETO's reference is the strong SFT model itself (same tokenizer: TRL's own reference path;
             # with LoRA, TRL uses the policy with its adapters off)
             ref = None if lora is not None else self.load_model(self.strong_sft())
-            trainer = TreeDPOTrainer(self.start_model(), ref_model=ref, args=self.dpo_config(folder),
-                                     train_dataset=datasets.Dataset.from_list(pairs), processing_class=strong_tok,
-                                     peft_config=lora)
+            trainer = TreeDPOTrainer(
+                self.start_model(),
+                ref_model=ref,
+                args=self.dpo_config(folder),
+                train_dataset=datasets.Dataset.from_list(pairs),
+                processing_class=strong_tok,
+                peft_config=lora,
+            )
             trainer.train()
             self.save_trained(trainer, strong_tok, folder)
 
-        return self.cache.run("eto", build, lambda f: f, self._method_options(*_DPO_OPTIONS, "eto_samples"))
+        return self.cache.run(
+            self.variant("eto"), build, lambda f: f, self._method_options(*_DPO_OPTIONS, "eto_samples")
+        )
 
     # ---------------------------------------------------------------------------- evaluation
     def evaluate(self, method: str) -> dict | None:
@@ -391,8 +502,14 @@ class WeakToStrongRun:
         from trainers.envs.exploration import explore
         from trainers.envs.rollout import rollout
 
-        models = {"sft-weak": self.weak_sft, "sft-strong": self.strong_sft, "best-of-n": self.strong_sft,
-                  "tree-dpo": self.tree_dpo, "mcts": self.mcts_distill, "eto": self.eto}
+        models = {
+            "sft-weak": self.weak_sft,
+            "sft-strong": self.strong_sft,
+            "best-of-n": self.strong_sft,
+            "tree-dpo": self.tree_dpo,
+            "mcts": self.mcts_distill,
+            "eto": self.eto,
+        }
         folder = models[method]()
         if folder is None:
             return None
@@ -403,24 +520,53 @@ class WeakToStrongRun:
             model = setup.for_generation(self.load_model(folder))
             start = time.perf_counter()
             if method == "best-of-n":
-                rows = explore(model, self.factory, self.test_tasks, tokenizer=tokenizer, num_samples=a.best_of,
-                               batch_size=a.batch_size, seed=self.seed + 7, max_new_tokens=a.max_new_tokens,
-                               id_prefix="best-of-n", **setup.rollout_options(a))
+                rows = explore(
+                    model,
+                    self.factory,
+                    self.test_tasks,
+                    tokenizer=tokenizer,
+                    num_samples=a.best_of,
+                    batch_size=a.batch_size,
+                    seed=self.seed + 7,
+                    max_new_tokens=a.max_new_tokens,
+                    id_prefix="best-of-n",
+                    **setup.rollout_options(a),
+                )
                 episodes = best_of_groups(episode_scores(rows), a.best_of)
             else:
-                rows = rollout(model, self.factory, self.test_tasks, tokenizer=tokenizer, num_episodes=len(self.test_tasks),
-                               batch_size=a.batch_size, do_sample=False, max_new_tokens=a.max_new_tokens, progress=True,
-                               **setup.rollout_options(a))
+                rows = rollout(
+                    model,
+                    self.factory,
+                    self.test_tasks,
+                    tokenizer=tokenizer,
+                    num_episodes=len(self.test_tasks),
+                    batch_size=a.batch_size,
+                    do_sample=False,
+                    max_new_tokens=a.max_new_tokens,
+                    progress=True,
+                    **setup.rollout_options(a),
+                )
                 episodes = episode_scores(rows)
             episodes["seconds"] = time.perf_counter() - start
             write_json(out, "episodes.json", episodes)
             _save_rows(rows, out)
 
-        options = {**self._method_options(), "method": method, "test_variations": a.test_variations,
-                   "test_tasks": a.test_tasks, "test_episodes": a.test_episodes, "trained": str(folder)}
+        options = {
+            **self._method_options(),
+            "method": method,
+            "test_variations": a.test_variations,
+            "test_tasks": a.test_tasks,
+            "test_episodes": a.test_episodes,
+            "trained": str(folder),
+        }
         if method == "best-of-n":
             options["best_of"] = a.best_of
-        episodes = self.cache.run(f"eval-{method}", build, lambda f: read_json(f, "episodes.json"), options)
+        if a.eval_split != "test":
+            options["eval_split"] = a.eval_split
+        name = f"eval-{method}" if a.eval_split == "test" else f"eval-{a.eval_split}-{method}"
+        if method in ("tree-dpo", "mcts", "eto"):
+            name = self.variant(name)
+        episodes = self.cache.run(name, build, lambda f: read_json(f, "episodes.json"), options)
         mean = 100 * sum(episodes["scores"]) / len(episodes["scores"])
         print(f"[eval] seed {self.seed} {method}: avg reward {mean:.1f} over {len(episodes['scores'])} episodes")
         return episodes

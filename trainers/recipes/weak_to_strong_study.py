@@ -78,9 +78,12 @@ def summarize(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
         reward, reward_se = mean_stderr(scores)
         rate, rate_se = mean_stderr(success)
         out[method] = {
-            "avg_reward": 100 * reward, "avg_reward_se": 100 * reward_se,
-            "success_rate": 100 * rate, "success_rate_se": 100 * rate_se,
-            "episodes": len(scores), "seeds": sorted(seeds),
+            "avg_reward": 100 * reward,
+            "avg_reward_se": 100 * reward_se,
+            "success_rate": 100 * rate,
+            "success_rate_se": 100 * rate_se,
+            "episodes": len(scores),
+            "seeds": sorted(seeds),
             "per_seed_avg_reward": {str(s): 100 * mean_stderr(e["scores"])[0] for s, e in seeds.items()},
         }
     return out
@@ -116,9 +119,11 @@ def run_study(args) -> dict:
 
 def print_weak_summary(seed: int, summary: dict) -> None:
     for group, s in summary.items():
-        print(f"[weak] seed {seed} {group}: success {s['success_rate']:.1f} / mean score {s['mean_score']:.1f} over "
-              f"{s['episodes']} explorations; {s['tasks_with_success']}/{s['tasks']} tasks with a success, "
-              f"{s['tasks_with_spread']}/{s['tasks']} with differing outcomes")
+        print(
+            f"[weak] seed {seed} {group}: success {s['success_rate']:.1f} / mean score {s['mean_score']:.1f} over "
+            f"{s['episodes']} explorations; {s['tasks_with_success']}/{s['tasks']} tasks with a success, "
+            f"{s['tasks_with_spread']}/{s['tasks']} with differing outcomes"
+        )
 
 
 def report(study: dict, args, title: str) -> str:
@@ -126,21 +131,30 @@ def report(study: dict, args, title: str) -> str:
     lines = [f"# {title}", ""]
     summary = study["summary"]
     if summary:
-        lines += ["| method | avg reward (x100) | success (x100) | episodes | seeds | avg reward per seed |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "| method | avg reward (x100) | success (x100) | episodes | seeds | avg reward per seed |",
+            "|---|---|---|---|---|---|",
+        ]
         for method, r in summary.items():
             per_seed = ", ".join(f"{v:.1f}" for v in r["per_seed_avg_reward"].values())
-            lines.append(f"| {METHOD_TITLES[method]} | {r['avg_reward']:.1f} ± {r['avg_reward_se']:.1f} | "
-                         f"{r['success_rate']:.1f} ± {r['success_rate_se']:.1f} | {r['episodes']} | "
-                         f"{','.join(map(str, r['seeds']))} | {per_seed} |")
+            lines.append(
+                f"| {METHOD_TITLES[method]} | {r['avg_reward']:.1f} ± {r['avg_reward_se']:.1f} | "
+                f"{r['success_rate']:.1f} ± {r['success_rate_se']:.1f} | {r['episodes']} | "
+                f"{','.join(map(str, r['seeds']))} | {per_seed} |"
+            )
         lines.append("")
-    lines += ["Weak SFT model's explorations (success x100 / mean score x100; tasks with a success / with "
-              "differing outcomes):", ""]
+    lines += [
+        "Weak SFT model's explorations (success x100 / mean score x100; tasks with a success / with "
+        "differing outcomes):",
+        "",
+    ]
     for seed, groups in study["weak_explorations"].items():
         for group, s in groups.items():
-            lines.append(f"- seed {seed}, {group}: {s['success_rate']:.1f} / {s['mean_score']:.1f} over "
-                         f"{s['episodes']} explorations; {s['tasks_with_success']}/{s['tasks']}, "
-                         f"{s['tasks_with_spread']}/{s['tasks']}")
+            lines.append(
+                f"- seed {seed}, {group}: {s['success_rate']:.1f} / {s['mean_score']:.1f} over "
+                f"{s['episodes']} explorations; {s['tasks_with_success']}/{s['tasks']}, "
+                f"{s['tasks_with_spread']}/{s['tasks']}"
+            )
     lines += ["", "Stage wall times (min):", ""]
     for seed, stages in study["stage_seconds"].items():
         lines.append(f"- seed {seed}: " + ", ".join(f"{name} {sec / 60:.1f}" for name, sec in stages.items()))
@@ -162,10 +176,22 @@ def plot(summary: dict, path: Path, title: str) -> None:
     names = list(summary)
     xs = range(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(names)), 4))
-    ax.bar([x - 0.2 for x in xs], [summary[n]["avg_reward"] for n in names], width=0.4, label="avg reward",
-           yerr=[summary[n]["avg_reward_se"] for n in names], capsize=3)
-    ax.bar([x + 0.2 for x in xs], [summary[n]["success_rate"] for n in names], width=0.4, label="success",
-           yerr=[summary[n]["success_rate_se"] for n in names], capsize=3)
+    ax.bar(
+        [x - 0.2 for x in xs],
+        [summary[n]["avg_reward"] for n in names],
+        width=0.4,
+        label="avg reward",
+        yerr=[summary[n]["avg_reward_se"] for n in names],
+        capsize=3,
+    )
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [summary[n]["success_rate"] for n in names],
+        width=0.4,
+        label="success",
+        yerr=[summary[n]["success_rate_se"] for n in names],
+        capsize=3,
+    )
     ax.set_xticks(list(xs))
     ax.set_xticklabels([METHOD_TITLES[n] for n in names], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("x100 (mean ± s.e. over test episodes)")
@@ -176,8 +202,12 @@ def plot(summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(description: str = __doc__, env: str = "scienceworld", defaults: dict | None = None,
-         argv: Sequence[str] | None = None) -> dict:
+def main(
+    description: str = __doc__,
+    env: str = "scienceworld",
+    defaults: dict | None = None,
+    argv: Sequence[str] | None = None,
+) -> dict:
     """Parse options (``defaults`` override the parser's), run the study, write and print its report."""
     parser = setup.build_parser(description, env)
     if defaults:
@@ -185,8 +215,10 @@ def main(description: str = __doc__, env: str = "scienceworld", defaults: dict |
     args = setup.finish_options(parser.parse_args(argv))
     start = time.perf_counter()
     study = run_study(args)
-    title = (f"{setup.ENV_TITLES[args.env]} weak-to-strong ({args.weak} -> {setup.strong_name(args.strong)}), "
-             f"seeds {args.seeds}")
+    title = (
+        f"{setup.ENV_TITLES[args.env]} weak-to-strong ({args.weak} -> {setup.strong_name(args.strong)}), "
+        f"seeds {args.seeds}"
+    )
     print("\n" + report(study, args, title))
     print(f"total time {(time.perf_counter() - start) / 60:.1f} min; artifacts in {args.output_dir}")
     return study

@@ -23,7 +23,16 @@ from trainers.data.schema import make_trajectory
 
 from .tree import TrajectoryForest, TrajectoryTree
 
-__all__ = ["MCTSResult", "best_path", "best_path_rows", "mcts_search", "ranked_paths", "run_mcts", "select_child", "ucb"]
+__all__ = [
+    "MCTSResult",
+    "best_path",
+    "best_path_rows",
+    "mcts_search",
+    "ranked_paths",
+    "run_mcts",
+    "select_child",
+    "ucb",
+]
 
 
 def ucb(value_sum: float, visits: int, parent_visits: int, exploration_constant: float) -> float:
@@ -101,6 +110,7 @@ def best_path(tree: TrajectoryTree, value_sums, visits) -> list[int]:
     path = []
     node_id = 0
     while tree.nodes[node_id].children:
+
         def key(child):
             mean = value_sums[child] / visits[child] if visits[child] else tree.nodes[child].mean_outcome
             return (-mean, -visits[child], child)
