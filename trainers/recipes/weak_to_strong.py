@@ -52,9 +52,10 @@ __all__ = [
 ]
 
 QUICK_TASKS = ["lifespan-longest-lived", "find-non-living-thing"]
-#: Methods a study can run, in report order. The first four are the paper's baselines.
-METHODS = ("sft-weak", "sft-strong", "best-of-n", "eto", "tree-dpo", "mcts")
-BASELINES = METHODS[:4]
+#: Methods a study can run, in the order it runs and reports them: the two weak-to-strong methods
+#: right after the SFT models they start from, the dearer baselines last (Best-of-N plays N episodes per task).
+METHODS = ("sft-weak", "sft-strong", "tree-dpo", "mcts", "best-of-n", "eto")
+BASELINES = ("sft-weak", "sft-strong", "best-of-n", "eto")
 ENVS = ("scienceworld", "webshop")
 ENV_TITLES = {"scienceworld": "ScienceWorld", "webshop": "WebShop"}
 # oracle purchases take 3-6 steps; their env gets at least this cap so a short --max-steps
