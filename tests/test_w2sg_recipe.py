@@ -9,7 +9,7 @@ import pytest
 
 from trainers.data.schema import make_trajectory
 from trainers.recipes.weak_to_strong_cache import StageCache, StageOptionsChanged
-from trainers.recipes.weak_to_strong_stages import best_of_groups, episode_scores, eto_pairs, weak_success_summary
+from trainers.recipes.weak_to_strong_scores import best_of_groups, episode_scores, eto_pairs, weak_success_summary
 from trainers.recipes.weak_to_strong_study import STUDY_DEFAULTS, mean_stderr, summarize
 
 ROOT = Path(__file__).resolve().parent.parent

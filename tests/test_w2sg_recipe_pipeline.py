@@ -82,6 +82,10 @@ def test_every_stage_runs_and_a_second_run_recomputes_nothing(
     out = capsys.readouterr().out
     assert "[stage]" not in out and out.count("[cache]") >= len(stages)  # every stage loaded, none rebuilt
     assert again["summary"] == study["summary"]
+    # --report-only reads what finished without running anything
+    report = main("test", env="webshop", argv=[*argv, "--report-only", "--methods", "sft-weak,mcts,eto"])
+    assert report["summary"] == {m: study["summary"][m] for m in ("sft-weak", "mcts", "eto")}
+    assert report["weak_explorations"] == study["weak_explorations"]
 
 
 @pytest.mark.slow

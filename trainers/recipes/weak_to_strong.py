@@ -100,6 +100,11 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
     )
     add("--seeds", default="0", help="comma-separated seeds; each gets its own models, explorations and evaluations")
     add(
+        "--report-only",
+        action="store_true",
+        help="write the report from the stages that finished so far (in --output-dir) without running anything",
+    )
+    add(
         "--variant",
         default="",
         help="name of a hyper-parameter setting: its trained models and evaluations go to '<stage>-<variant>' folders "

@@ -27,79 +27,9 @@ import torch
 
 from trainers.recipes import weak_to_strong as setup
 from trainers.recipes.weak_to_strong_cache import StageCache, read_json, write_json
+from trainers.recipes.weak_to_strong_scores import best_of_groups, episode_scores, eto_pairs, weak_success_summary
 
-__all__ = ["WeakToStrongRun", "episode_scores", "eto_pairs", "weak_success_summary"]
-
-
-def episode_scores(rows) -> dict:
-    """Per-episode ``score`` (G(e) in [0, 1]) and ``success`` lists of rollout rows, with their task ids."""
-    from trainers.envs.exploration import final_score
-
-    scores = [final_score(row) for row in rows]
-    return {
-        "task_ids": [row["task_id"] for row in rows],
-        "scores": scores,
-        "success": [bool(row.get("success")) or score >= 1.0 for row, score in zip(rows, scores)],
-    }
-
-
-def weak_success_summary(rows) -> dict:
-    """The weak model's explorations per task type: mean score, success rate, tasks with a success / a divergence.
-
-    ``tasks_with_success`` counts the tasks where at least one of the M explorations succeeded
-    (their trees hold a successful branch); ``tasks_with_spread`` those whose explorations scored
-    differently (only those trees give preference pairs).
-    """
-    from trainers.data.schema import metadata_of
-    from trainers.envs.exploration import final_score
-
-    by_task: dict[str, list[tuple[float, bool]]] = {}
-    category_of: dict[str, str] = {}
-    for row in rows:
-        score = final_score(row)
-        by_task.setdefault(row["task_id"], []).append((score, bool(row.get("success")) or score >= 1.0))
-        category_of[row["task_id"]] = metadata_of(row).get("category") or row["task_id"].rsplit("-", 1)[0]
-    summary: dict[str, dict] = {}
-    for group in sorted(set(category_of.values())) + ["all"]:
-        tasks = [t for t in by_task if group == "all" or category_of[t] == group]
-        episodes = [e for t in tasks for e in by_task[t]]
-        summary[group] = {
-            "tasks": len(tasks),
-            "episodes": len(episodes),
-            "mean_score": 100 * sum(s for s, _ in episodes) / len(episodes),
-            "success_rate": 100 * sum(ok for _, ok in episodes) / len(episodes),
-            "tasks_with_success": sum(any(ok for _, ok in by_task[t]) for t in tasks),
-            "tasks_with_spread": sum(len({s for s, _ in by_task[t]}) > 1 for t in tasks),
-        }
-    return summary
-
-
-def eto_pairs(expert_rows, own_rows):
-    """Trajectory-level pairs (ETO): the expert demonstration beats the model's own lower-scoring attempt."""
-    from trainers.envs.exploration import final_score
-
-    expert = {row["task_id"]: row for row in expert_rows}
-    pairs = []
-    for row in own_rows:
-        demo = expert.get(row["task_id"])
-        if demo is None or final_score(row) >= 1.0:
-            continue
-        head = 2 if demo["messages"][0]["role"] == "system" else 1
-        pairs.append(
-            {
-                "prompt": demo["messages"][:head],
-                "chosen": _trim(demo["messages"][head:]),
-                "rejected": _trim(row["messages"][head:]),
-            }
-        )
-    return pairs
-
-
-def _trim(messages):
-    messages = list(messages)
-    while messages and messages[-1]["role"] != "assistant":
-        messages.pop()
-    return messages
+__all__ = ["WeakToStrongRun"]
 
 
 def _load_rows(folder: Path) -> list[dict]:
@@ -497,6 +427,15 @@ class WeakToStrongRun:
         )
 
     # ---------------------------------------------------------------------------- evaluation
+    def eval_stage(self, method: str) -> str:
+        name = f"eval-{method}" if self.args.eval_split == "test" else f"eval-{self.args.eval_split}-{method}"
+        return self.variant(name) if method in ("tree-dpo", "mcts", "eto") else name
+
+    def finished_evaluation(self, method: str) -> dict | None:
+        """The episodes of ``method`` if its evaluation finished before, else None (nothing is run)."""
+        name = self.eval_stage(method)
+        return read_json(self.cache.path(name), "episodes.json") if self.cache.done(name) else None
+
     def evaluate(self, method: str) -> dict | None:
         """Greedy episodes of ``method`` on the test tasks (Best-of-N: the best of N samples per task)."""
         from trainers.envs.exploration import explore
@@ -563,24 +502,11 @@ class WeakToStrongRun:
             options["best_of"] = a.best_of
         if a.eval_split != "test":
             options["eval_split"] = a.eval_split
-        name = f"eval-{method}" if a.eval_split == "test" else f"eval-{a.eval_split}-{method}"
-        if method in ("tree-dpo", "mcts", "eto"):
-            name = self.variant(name)
+        name = self.eval_stage(method)
         episodes = self.cache.run(name, build, lambda f: read_json(f, "episodes.json"), options)
         mean = 100 * sum(episodes["scores"]) / len(episodes["scores"])
         print(f"[eval] seed {self.seed} {method}: avg reward {mean:.1f} over {len(episodes['scores'])} episodes")
         return episodes
-
-
-def best_of_groups(episodes: dict, n: int) -> dict:
-    """Best-of-N: the best score of each task's ``n`` consecutive samples (oracle pick), one entry per task."""
-    out = {"task_ids": [], "scores": [], "success": []}
-    for start in range(0, len(episodes["scores"]), n):
-        chunk = range(start, min(start + n, len(episodes["scores"])))
-        best = max(chunk, key=lambda i: episodes["scores"][i])
-        for key in out:
-            out[key].append(episodes[key][best])
-    return out
 
 
 _SFT_OPTIONS = ("sft_epochs", "sft_lr", "sft_batch_size", "finetune", "lora_r")

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainers.recipes import weak_to_strong as setup
+from trainers.recipes.weak_to_strong_cache import read_json
 from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
 
 __all__ = ["STUDY_DEFAULTS", "main", "mean_stderr", "run_study", "summarize"]
@@ -98,6 +99,11 @@ def run_study(args) -> dict:
     for seed in args.seed_list:
         run = WeakToStrongRun(args, seed)
         runs.append(run)
+        if args.report_only:  # what finished so far, nothing run
+            if run.cache.done("explore"):
+                weak[seed] = read_json(run.cache.path("explore"), "summary.json")
+            per_seed[seed] = {m: run.finished_evaluation(m) for m in args.method_list}
+            continue
         print(f"[data] seed {seed}: {len(run.train_tasks)} train tasks, {len(run.test_tasks)} test episodes")
         weak[seed] = run.weak_summary()
         print_weak_summary(seed, weak[seed])
