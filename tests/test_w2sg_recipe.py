@@ -85,6 +85,18 @@ def test_summarize_pools_the_episodes_of_every_seed():
     assert r["per_seed_avg_reward"] == {"0": pytest.approx(75.0), "1": pytest.approx(25.0)}
 
 
+def test_a_partial_study_says_what_is_missing():
+    import argparse
+
+    from trainers.recipes.weak_to_strong_study import missing_results
+
+    args = argparse.Namespace(method_list=["sft-strong", "mcts"], seed_list=[0, 1])
+    summary = summarize({0: {"sft-strong": {"scores": [1.0], "success": [True]}}})
+    assert missing_results(summary, args) == ["SFT strong (seed 1)", "W2SG MCTS distillation (seed 0, 1)"]
+    summary = summarize({s: {m: {"scores": [1.0], "success": [True]} for m in args.method_list} for s in (0, 1)})
+    assert missing_results(summary, args) == []
+
+
 def _row(task, score, sample=0, category=None):
     return make_trajectory(
         [{"role": "user", "content": "task"}, {"role": "assistant", "content": "Action: look"}],

@@ -123,6 +123,17 @@ def run_study(args) -> dict:
     return {"weak_explorations": weak, "per_seed": per_seed, "summary": summarize(per_seed), "stage_seconds": times}
 
 
+def missing_results(summary: dict, args) -> list[str]:
+    """What the requested study lacks: methods with no evaluation, or evaluated on fewer seeds than asked."""
+    missing = []
+    for method in args.method_list:
+        done = summary.get(method, {}).get("seeds", [])
+        lacking = [s for s in args.seed_list if s not in done]
+        if lacking:
+            missing.append(f"{METHOD_TITLES[method]} (seed {', '.join(map(str, lacking))})")
+    return missing
+
+
 def print_weak_summary(seed: int, summary: dict) -> None:
     for group, s in summary.items():
         print(
@@ -136,6 +147,9 @@ def report(study: dict, args, title: str) -> str:
     """Write ``results.md`` / ``results.json`` / ``results.png`` under ``--output-dir``; returns the markdown."""
     lines = [f"# {title}", ""]
     summary = study["summary"]
+    missing = missing_results(summary, args)
+    if missing:
+        lines += [f"**Partial study, not its result**: not finished: {'; '.join(missing)}.", ""]
     if summary:
         lines += [
             "| method | avg reward (x100) | success (x100) | episodes | seeds | avg reward per seed |",
