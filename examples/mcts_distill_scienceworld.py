@@ -9,7 +9,7 @@ above ``--min-path-value`` (default 0), and :class:`trainers.MCTSDistillTrainer`
 SFT model on those paths, ``--distill-epochs`` 2 at ``--sft-lr`` 2e-4. Evaluated with greedy live
 rollouts next to SFT weak and SFT strong; mean ± s.e. of avg reward and success (x100).
 
-The version of this run before the recipe moved into the library took 8.8 min on a quiet
+An earlier version of this run (other task pair, before the recipe moved into the library) took 8.8 min on a quiet
 2-core CPU (6 best paths from 8 trees); these defaults were not timed again.
 
     python examples/mcts_distill_scienceworld.py

@@ -18,10 +18,11 @@ strong and Tree-DPO. Stages, each cached under ``--output-dir`` (default
    plain DPO); ``--finetune lora`` for LoRA adapters instead of full fine-tuning;
 6. greedy live rollouts on the test variations; mean ± s.e. of avg reward and success (x100).
 
-Defaults, sized for 2 CPU cores: task types ``lifespan-longest-lived`` and
-``find-non-living-thing``, 4 train and 4 test variations each (8 test episodes per method), one
-seed, 8 steps per episode, SFT 4 epochs at 2e-4, Tree-DPO 1 epoch at 1e-5. The version of this
-run before the NLL term took 15.4 min on a quiet 2-core CPU; these defaults were not timed again.
+Defaults, sized for 2 CPU cores: the study's task types ``lifespan-longest-lived`` and
+``lifespan-shortest-lived`` (the weak SFT model succeeds on about a quarter of its explorations),
+4 train and 4 test variations each (8 test episodes per method), one seed, 8 steps per episode,
+SFT 4 epochs at 2e-4, Tree-DPO 1 epoch at 1e-5. An earlier version of this run (other task pair,
+no NLL term) took 15.4 min on a quiet 2-core CPU; these defaults were not timed.
 ``--methods all --seeds 0,1 --test-episodes 64`` and more variations give the full study;
 ``--smoke`` checks every stage in minutes.
 
