@@ -6,13 +6,15 @@ import pytest
 
 from test_tree import FakeEmbedder, trajectory
 from trainers.data.schema import validate_trajectories
-from trainers.tree import best_path_rows, build_forest, mcts_search, run_mcts, select_child, ucb
+from trainers.tree import best_path_rows, build_forest, mcts_search, ranked_paths, run_mcts, select_child, ucb
 
 INSTR = "Your task is to boil water."
 
 
 def _tree(rows):
-    return build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)[rows[0]["task_id"]]
+    return build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)[
+        rows[0]["task_id"]
+    ]
 
 
 def test_ucb_formula():
@@ -22,7 +24,9 @@ def test_ucb_formula():
 
 
 def test_selection_order_unvisited_first_then_ucb_and_backup():
-    rows = [trajectory("t", [(INSTR, "", name)], score, id=name) for name, score in [("a", 1.0), ("b", 0.0), ("c", 0.5)]]
+    rows = [
+        trajectory("t", [(INSTR, "", name)], score, id=name) for name, score in [("a", 1.0), ("b", 0.0), ("c", 0.5)]
+    ]
     tree = _tree(rows)
     a, b, c = tree.nodes[0].children
     order, previous = [], [0] * len(tree.nodes)
@@ -76,7 +80,11 @@ def test_best_path_rows_are_schema_rows_for_sft():
     assert [r["task_id"] for r in kept] == ["t"]  # the all-failure task has nothing to teach
     assert validate_trajectories(kept) == 1
     assert [m["content"] for m in kept[0]["messages"]] == [
-        "You are a science agent.", INSTR, "Thought: think\nAction: look", "kitchen", "Action: heat water",
+        "You are a science agent.",
+        INSTR,
+        "Thought: think\nAction: look",
+        "kitchen",
+        "Action: heat water",
     ]
     assert kept[0]["rewards"] == [0.0, 1.0] and kept[0]["source"] == "mcts"
     assert len(best_path_rows(results, min_path_value=None)) == 2
@@ -88,3 +96,34 @@ def test_bad_arguments():
         mcts_search(tree, iterations=0)
     with pytest.raises(ValueError, match="exploration_constant"):
         mcts_search(tree, exploration_constant=-1)
+
+
+def _three_leaf_tree():
+    rows = [trajectory("t", [(INSTR, "", "X"), ("room", "", "win")], 1.0, id="x1")]
+    rows += [trajectory("t", [(INSTR, "", "X"), ("room", "", "lose")], 0.0, id="x2")]
+    rows += [trajectory("t", [(INSTR, "", "Y"), ("hall", "", "ok")], 0.6, id="y")]
+    rows += [trajectory("t", [(INSTR, "", "Z"), ("yard", "", "meh")], 0.2, id="z")]
+    return _tree(rows)
+
+
+def test_ranked_paths_best_first_then_leaves_by_outcome():
+    tree = _three_leaf_tree()
+    result = mcts_search(tree, iterations=200)
+    actions = [[tree.nodes[n].action for n in path] for path in ranked_paths(result, 3)]
+    assert actions == [["X", "win"], ["Y", "ok"], ["Z", "meh"]]
+    assert len(ranked_paths(result, 10)) == 4  # every leaf once, no more
+    assert ranked_paths(result, 1) == [result.path]
+    with pytest.raises(ValueError, match="k must be"):
+        ranked_paths(result, 0)
+
+
+def test_min_path_value_filters_paths_and_paths_per_task_adds_them():
+    result = mcts_search(_three_leaf_tree(), iterations=200)
+    scores = lambda rows: [r["rewards"][-1] for r in rows]  # noqa: E731
+    assert scores(best_path_rows([result], paths_per_task=4)) == [1.0, 0.6, 0.2]  # the 0-value path is out
+    assert scores(best_path_rows([result], paths_per_task=4, min_path_value=0.5)) == [1.0, 0.6]
+    assert scores(best_path_rows([result], paths_per_task=4, min_path_value=None)) == [1.0, 0.6, 0.2, 0.0]
+    assert scores(best_path_rows([result], min_path_value=0.99)) == [1.0]
+    assert best_path_rows([result], min_path_value=1.0) == []
+    rows = best_path_rows([result], paths_per_task=2)
+    assert [r["id"] for r in rows] == ["mcts-t", "mcts-t-1"] and validate_trajectories(rows) == 2

@@ -17,9 +17,32 @@ INSTR = "task : heat water"
 
 def _forest():
     rows = [
-        trajectory("t", [(INSTR, "look", "look around"), ("kitchen stove water", "", "go to kitchen"), ("stove", "heat", "heat water")], 1.0, id="A"),
-        trajectory("t", [(INSTR, "look", "look around"), ("kitchen stove water", "", "go to kitchen"), ("stove", "", "open door")], 0.0, id="B"),
-        trajectory("t", [(INSTR, "look", "look around"), ("kitchen stove water", "", "pick up thermometer"), ("thermometer", "", "focus on thermometer")], 0.25, id="C"),
+        trajectory(
+            "t",
+            [
+                (INSTR, "look", "look around"),
+                ("kitchen stove water", "", "go to kitchen"),
+                ("stove", "heat", "heat water"),
+            ],
+            1.0,
+            id="A",
+        ),
+        trajectory(
+            "t",
+            [(INSTR, "look", "look around"), ("kitchen stove water", "", "go to kitchen"), ("stove", "", "open door")],
+            0.0,
+            id="B",
+        ),
+        trajectory(
+            "t",
+            [
+                (INSTR, "look", "look around"),
+                ("kitchen stove water", "", "pick up thermometer"),
+                ("thermometer", "", "focus on thermometer"),
+            ],
+            0.25,
+            id="C",
+        ),
     ]
     return build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)
 
@@ -90,12 +113,19 @@ def _dpo_losses(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, conti
     tree_batch, plain_batch = _batch(tree), _batch(plain)
     assert torch.equal(tree_batch["input_ids"], plain_batch["input_ids"])
     with torch.no_grad():
-        return tree.compute_loss(tree.model, tree_batch), plain.compute_loss(plain.model, plain_batch), tree_batch, plain_batch
+        return (
+            tree.compute_loss(tree.model, tree_batch),
+            plain.compute_loss(plain.model, plain_batch),
+            tree_batch,
+            plain_batch,
+        )
 
 
 @pytest.mark.slow
 def test_loss_equals_trl_dpo_with_shared_tokenizer(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path):
-    tree_loss, plain_loss, tree_batch, plain_batch = _dpo_losses(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, "step", True)
+    tree_loss, plain_loss, tree_batch, plain_batch = _dpo_losses(
+        tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, "step", True
+    )
     # one-step continuations: the assistant mask is the whole completion, so the loss is TRL's exactly
     assert torch.equal(tree_batch["completion_mask"], plain_batch["completion_mask"])
     assert torch.allclose(tree_loss, plain_loss, atol=1e-6)
@@ -103,17 +133,27 @@ def test_loss_equals_trl_dpo_with_shared_tokenizer(tmp_path, tiny_tokenizer, tin
 
 
 @pytest.mark.slow
-def test_multistep_masking_differs_from_plain_dpo_only_when_enabled(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path):
+def test_multistep_masking_differs_from_plain_dpo_only_when_enabled(
+    tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path
+):
     unmasked, plain, _, _ = _dpo_losses(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, "path", False)
     assert torch.allclose(unmasked, plain, atol=1e-6)
-    masked, plain, tree_batch, plain_batch = _dpo_losses(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, "path", True)
+    masked, plain, tree_batch, plain_batch = _dpo_losses(
+        tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path, "path", True
+    )
     assert tree_batch["completion_mask"].sum() < plain_batch["completion_mask"].sum()
     assert not torch.allclose(masked, plain, atol=1e-4)
 
 
 def test_loss_mask_covers_assistant_turns_only(tmp_path, tiny_tokenizer, tiny_llama):
     pairs = _pairs("path")
-    trainer = TreeDPOTrainer(tiny_llama, ref_model=None, args=_args(tmp_path, precompute_ref_log_probs=True), train_dataset=pairs, processing_class=tiny_tokenizer)
+    trainer = TreeDPOTrainer(
+        tiny_llama,
+        ref_model=None,
+        args=_args(tmp_path, precompute_ref_log_probs=True),
+        train_dataset=pairs,
+        processing_class=tiny_tokenizer,
+    )
     example = next(e for e in trainer.train_dataset if len(e["chosen"]) > 1)
     batch = trainer.data_collator([example])
     ids, mask = batch["input_ids"][0], batch["completion_mask"][0]
@@ -167,12 +207,29 @@ def test_reference_with_its_own_tokenizer(tmp_path, tiny_tokenizer, tiny_llama, 
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
     pairs = _pairs("path")
     args = _args(tmp_path, foreign_ref_calibration="none")
-    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=args, train_dataset=pairs, processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    trainer = TreeDPOTrainer(
+        tiny_llama,
+        ref_model=ref,
+        args=args,
+        train_dataset=pairs,
+        processing_class=tiny_tokenizer,
+        ref_processing_class=small_tokenizer,
+    )
     assert trainer.args.precompute_ref_log_probs and trainer.ref_model is None
     oracle_ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
     for row in trainer.train_dataset:
-        assert math.isclose(row["ref_chosen_logps"], _oracle_logp(oracle_ref, small_tokenizer, row["prompt"], row["chosen"]), rel_tol=1e-4, abs_tol=1e-3)
-        assert math.isclose(row["ref_rejected_logps"], _oracle_logp(oracle_ref, small_tokenizer, row["prompt"], row["rejected"]), rel_tol=1e-4, abs_tol=1e-3)
+        assert math.isclose(
+            row["ref_chosen_logps"],
+            _oracle_logp(oracle_ref, small_tokenizer, row["prompt"], row["chosen"]),
+            rel_tol=1e-4,
+            abs_tol=1e-3,
+        )
+        assert math.isclose(
+            row["ref_rejected_logps"],
+            _oracle_logp(oracle_ref, small_tokenizer, row["prompt"], row["rejected"]),
+            rel_tol=1e-4,
+            abs_tol=1e-3,
+        )
     # the policy's own tokenization is untouched: its ids decode with the policy tokenizer
     assert tiny_tokenizer.decode(trainer.train_dataset[0]["prompt_ids"]).startswith("<|im_start|>system")
 
@@ -188,11 +245,19 @@ def test_calibrate_reference_logps_by_hand():
         calibrate_reference_logps([0.0], [0], [-1.0], [1])
 
 
-def test_foreign_reference_is_calibrated_to_the_policy(tmp_path, tiny_tokenizer, tiny_llama_path, small_tokenizer, foreign_gpt2_path):
+def test_foreign_reference_is_calibrated_to_the_policy(
+    tmp_path, tiny_tokenizer, tiny_llama_path, small_tokenizer, foreign_gpt2_path
+):
     policy = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
-    trainer = TreeDPOTrainer(policy, ref_model=ref, args=_args(tmp_path), train_dataset=_pairs("path"),
-                             processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    trainer = TreeDPOTrainer(
+        policy,
+        ref_model=ref,
+        args=_args(tmp_path),
+        train_dataset=_pairs("path"),
+        processing_class=tiny_tokenizer,
+        ref_processing_class=small_tokenizer,
+    )
     assert trainer.args.foreign_ref_calibration == "per_token"
     oracle_policy = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
     ref_sums, ref_counts, policy_sums, policy_counts = [], [], [], []
@@ -218,8 +283,12 @@ def test_train_save_and_reload(tmp_path, tiny_tokenizer, tiny_llama, small_token
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
     before = {k: v.clone() for k, v in tiny_llama.state_dict().items()}
     trainer = TreeDPOTrainer(
-        tiny_llama, ref_model=ref, args=_args(tmp_path, max_steps=3, learning_rate=1e-3), forest=_forest(),
-        processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer,
+        tiny_llama,
+        ref_model=ref,
+        args=_args(tmp_path, max_steps=3, learning_rate=1e-3),
+        forest=_forest(),
+        processing_class=tiny_tokenizer,
+        ref_processing_class=small_tokenizer,
     )
     assert trainer.pair_mining.counts == {"t": len(trainer.train_dataset)}
     result = trainer.train()
@@ -256,7 +325,9 @@ def test_lora_adapter_saves_and_loads(tmp_path, tiny_tokenizer, tiny_llama_path,
 
 
 def test_zero_pairs_is_a_clear_error(tmp_path, tiny_tokenizer, tiny_llama):
-    single = build_forest([trajectory("solo", [(INSTR, "", "look around")], 1.0, id="x")], embedder=FakeEmbedder(), show_progress=False)
+    single = build_forest(
+        [trajectory("solo", [(INSTR, "", "look around")], 1.0, id="x")], embedder=FakeEmbedder(), show_progress=False
+    )
     with pytest.raises(NoPreferencePairsError, match="No divergence point"):
         TreeDPOTrainer(tiny_llama, args=_args(tmp_path), forest=single, processing_class=tiny_tokenizer)
     empty = _pairs("step").select([])
@@ -270,22 +341,128 @@ def test_pairs_whose_prompt_fills_max_length_are_reported(tmp_path, tiny_tokeniz
     lengths = sorted(len(row["prompt_ids"]) for row in full.train_dataset)
     assert len(lengths) == len(pairs) and lengths[0] < lengths[-1]
     with caplog.at_level("WARNING", logger="trainers.tree_dpo_trainer"):
-        cut = TreeDPOTrainer(tiny_llama, args=_args(tmp_path, max_length=lengths[-1]), train_dataset=pairs, processing_class=tiny_tokenizer)
+        cut = TreeDPOTrainer(
+            tiny_llama,
+            args=_args(tmp_path, max_length=lengths[-1]),
+            train_dataset=pairs,
+            processing_class=tiny_tokenizer,
+        )
     dropped = sum(n >= lengths[-1] for n in lengths)
     assert len(cut.train_dataset) == len(pairs) - dropped
     assert f"{dropped} of {len(pairs)} train pairs dropped" in caplog.text
     with pytest.raises(NoPreferencePairsError, match=f"{len(pairs)} of {len(pairs)} train pairs dropped"):
-        TreeDPOTrainer(tiny_llama, args=_args(tmp_path, max_length=lengths[0]), train_dataset=pairs, processing_class=tiny_tokenizer)
+        TreeDPOTrainer(
+            tiny_llama,
+            args=_args(tmp_path, max_length=lengths[0]),
+            train_dataset=pairs,
+            processing_class=tiny_tokenizer,
+        )
 
 
-def test_calibration_survives_a_reference_truncated_to_no_tokens(tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path):
+def test_calibration_survives_a_reference_truncated_to_no_tokens(
+    tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path
+):
     # another tokenizer can need more tokens for the same prefix: cut the reference's sequences at the
     # start of the latest continuation, so that one has nothing left to score (the WebShop case)
     pairs = _pairs("path")
-    starts = [assistant_token_mask(small_tokenizer, row["prompt"], row[side])[1].index(1) for row in pairs for side in ("chosen", "rejected")]
+    starts = [
+        assistant_token_mask(small_tokenizer, row["prompt"], row[side])[1].index(1)
+        for row in pairs
+        for side in ("chosen", "rejected")
+    ]
     assert min(starts) < max(starts)
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
-    trainer = TreeDPOTrainer(tiny_llama, ref_model=ref, args=_args(tmp_path, ref_max_length=max(starts)), train_dataset=pairs,
-                             processing_class=tiny_tokenizer, ref_processing_class=small_tokenizer)
+    trainer = TreeDPOTrainer(
+        tiny_llama,
+        ref_model=ref,
+        args=_args(tmp_path, ref_max_length=max(starts)),
+        train_dataset=pairs,
+        processing_class=tiny_tokenizer,
+        ref_processing_class=small_tokenizer,
+    )
     values = [v for row in trainer.train_dataset for v in (row["ref_chosen_logps"], row["ref_rejected_logps"])]
     assert len(values) == 2 * len(pairs) and all(math.isfinite(v) and v < 0 for v in values)
+
+
+def _hand_chosen_nll(model, batch):
+    """Mean -log p of the chosen completion tokens (the first half of the batch), from the logits."""
+    ids, mask = batch["input_ids"], batch["completion_mask"]
+    half = ids.shape[0] // 2
+    with torch.no_grad():
+        logits = model(input_ids=ids[:half], attention_mask=batch["attention_mask"][:half]).logits.float()
+    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:half, 1:, None])[..., 0]
+    return -logps[mask[:half, 1:].bool()].mean().item()
+
+
+def test_chosen_nll_weight_reaches_trl_loss(tmp_path, tiny_tokenizer, tiny_llama_path, tiny_gpt2_path):
+    pairs = _pairs("path")
+
+    def trainer(weight):
+        return TreeDPOTrainer(
+            AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+            ref_model=AutoModelForCausalLM.from_pretrained(tiny_gpt2_path),
+            args=_args(tmp_path, chosen_nll_weight=weight),
+            train_dataset=pairs,
+            processing_class=tiny_tokenizer,
+        )
+
+    plain, nll = trainer(0.0), trainer(0.5)
+    assert (plain.loss_types, plain.loss_weights) == (["sigmoid"], [1.0])
+    assert (nll.loss_types, nll.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+    batch = _batch(nll)
+    with torch.no_grad():
+        difference = nll.compute_loss(nll.model, batch) - plain.compute_loss(plain.model, batch)
+    # the added term is 0.5 x the NLL of the chosen continuation's assistant tokens, observations masked
+    assert difference.item() == pytest.approx(0.5 * _hand_chosen_nll(nll.model, batch), rel=1e-4)
+
+
+def test_config_validates_with_field_names(tmp_path):
+    for bad, field in [
+        (dict(beta=float("nan")), "beta"),
+        (dict(chosen_nll_weight=-1.0), "chosen_nll_weight"),
+        (dict(pair_margin=float("inf")), "pair_margin"),
+        (dict(pair_margin=1.5), "pair_margin"),
+        (dict(pair_strategy="random"), "pair_strategy"),
+        (dict(ref_max_length=0), "ref_max_length"),
+        (dict(foreign_ref_calibration="exact"), "foreign_ref_calibration"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            _args(tmp_path, **bad)
+    # an NLL weight next to an explicit 'sft' loss of another weight is ambiguous
+    with pytest.raises(ValueError, match="one place"):
+        _args(tmp_path, chosen_nll_weight=0.5, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 2.0])
+    # a config rebuilt from its own values keeps one NLL term
+    config = _args(tmp_path, chosen_nll_weight=0.5)
+    rebuilt = _args(tmp_path, chosen_nll_weight=0.5, loss_type=config.loss_type, loss_weights=config.loss_weights)
+    assert (rebuilt.loss_type, rebuilt.loss_weights) == (["sigmoid", "sft"], [1.0, 0.5])
+
+
+def test_foreign_reference_scores_its_own_rendering_of_the_same_messages(
+    tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path
+):
+    """The reference sees exactly its own chat-template text of the pair's messages, in its own token ids."""
+    ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)
+    seen = []
+    ref.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.extend(kwargs["input_ids"].tolist()), with_kwargs=True
+    )
+    trainer = TreeDPOTrainer(
+        tiny_llama,
+        ref_model=ref,
+        args=_args(tmp_path, foreign_ref_calibration="none"),
+        train_dataset=_pairs("path"),
+        processing_class=tiny_tokenizer,
+        ref_processing_class=small_tokenizer,
+    )
+    expected = [
+        small_tokenizer.apply_chat_template(row["prompt"] + row[side], tokenize=False)
+        for row in trainer.train_dataset
+        for side in ("chosen", "rejected")
+    ]
+    pad = small_tokenizer.pad_token_id
+    texts = [small_tokenizer.decode([t for t in ids if t != pad]) for ids in seen]
+    assert sorted(texts) == sorted(expected)
+    # and the policy's sequences are its own rendering of the same messages
+    row = trainer.train_dataset[0]
+    policy_text = tiny_tokenizer.decode(row["prompt_ids"] + row["chosen_ids"])
+    assert policy_text == tiny_tokenizer.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)

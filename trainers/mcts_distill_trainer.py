@@ -92,7 +92,7 @@ class MCTSDistillTrainer(SFTTrainer):
             if not self.mcts_results:  # nothing was explored, which is not the same as every exploration failing
                 what = "the forest has no trees" if forest is not None else "mcts_results is empty"
                 raise NoBestPathsError(f"{what}: there are no tasks to imitate; build it from explorations first")
-            rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value)
+            rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value, paths_per_task=args.paths_per_task)
             if not rows:
                 raise NoBestPathsError(
                     f"MCTS over {len(self.mcts_results)} trees gave no best path with an outcome above "

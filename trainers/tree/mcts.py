@@ -23,7 +23,16 @@ from trainers.data.schema import make_trajectory
 
 from .tree import TrajectoryForest, TrajectoryTree
 
-__all__ = ["MCTSResult", "best_path", "best_path_rows", "mcts_search", "run_mcts", "select_child", "ucb"]
+__all__ = [
+    "MCTSResult",
+    "best_path",
+    "best_path_rows",
+    "mcts_search",
+    "ranked_paths",
+    "run_mcts",
+    "select_child",
+    "ucb",
+]
 
 
 def ucb(value_sum: float, visits: int, parent_visits: int, exploration_constant: float) -> float:
@@ -101,6 +110,7 @@ def best_path(tree: TrajectoryTree, value_sums, visits) -> list[int]:
     path = []
     node_id = 0
     while tree.nodes[node_id].children:
+
         def key(child):
             mean = value_sums[child] / visits[child] if visits[child] else tree.nodes[child].mean_outcome
             return (-mean, -visits[child], child)
@@ -110,35 +120,64 @@ def best_path(tree: TrajectoryTree, value_sums, visits) -> list[int]:
     return path
 
 
-def best_path_rows(results: Iterable[MCTSResult], *, min_path_value: float | None = 0.0) -> list[dict]:
+def ranked_paths(result: MCTSResult, k: int = 1) -> list[list[int]]:
+    """Up to ``k`` root-to-leaf paths of a searched tree, best first.
+
+    The first is the greedy best path (:func:`best_path`); the others end at the remaining leaves,
+    ordered by their empirical mean outcome, then by search visits, then by node id. Every path
+    is a distinct branch of the tree, so ``k`` paths of one task never repeat one another.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not result.path:
+        return []
+    tree = result.tree
+    paths = [list(result.path)]
+    leaves = [node.node_id for node in tree.nodes[1:] if not node.children and node.node_id != result.path[-1]]
+    leaves.sort(key=lambda n: (-tree.nodes[n].mean_outcome, -result.visits[n], n))
+    for leaf in leaves[: k - 1]:
+        path = [leaf]
+        while tree.nodes[path[-1]].parent_id > 0:
+            path.append(tree.nodes[path[-1]].parent_id)
+        paths.append(path[::-1])
+    return paths
+
+
+def best_path_rows(
+    results: Iterable[MCTSResult], *, min_path_value: float | None = 0.0, paths_per_task: int = 1
+) -> list[dict]:
     """Trajectory-schema rows (``source="mcts"``) of the best paths, for SFT.
 
-    Paths whose value is not above ``min_path_value`` are left out (a task whose best path still
-    scored 0 has nothing to teach); ``None`` keeps all.
+    ``paths_per_task`` best paths of every tree (:func:`ranked_paths`); paths whose value (the
+    empirical mean outcome at their leaf) is not above ``min_path_value`` are left out (a path
+    that still scored 0 has nothing to teach); ``None`` keeps all.
     """
     rows = []
     for result in results:
         tree = result.tree
-        if not result.path or (min_path_value is not None and result.value <= min_path_value):
-            continue
-        messages = tree.prompt_messages() + tree.messages_for_path(result.path)
-        rewards = [0.0] * (len(result.path) - 1) + [result.value]
-        rows.append(
-            make_trajectory(
-                messages,
-                rewards,
-                id=f"mcts-{tree.task_id}",
-                task_id=tree.task_id,
-                source="mcts",
-                metadata={
-                    "score": result.value,
-                    "node_ids": result.path,
-                    "search_mean": result.mean(result.path[-1]),
-                    "iterations": result.iterations,
-                    "exploration_constant": result.exploration_constant,
-                },
+        for rank, path in enumerate(ranked_paths(result, paths_per_task)):
+            value = tree.nodes[path[-1]].mean_outcome
+            if min_path_value is not None and value <= min_path_value:
+                continue
+            messages = tree.prompt_messages() + tree.messages_for_path(path)
+            rewards = [0.0] * (len(path) - 1) + [value]
+            rows.append(
+                make_trajectory(
+                    messages,
+                    rewards,
+                    id=f"mcts-{tree.task_id}" + (f"-{rank}" if rank else ""),
+                    task_id=tree.task_id,
+                    source="mcts",
+                    metadata={
+                        "score": value,
+                        "rank": rank,
+                        "node_ids": path,
+                        "search_mean": result.mean(path[-1]),
+                        "iterations": result.iterations,
+                        "exploration_constant": result.exploration_constant,
+                    },
+                )
             )
-        )
     return rows
 
 
