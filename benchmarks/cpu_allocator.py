@@ -41,8 +41,15 @@ def worker(args) -> None:
     if args.tiny:
         from transformers import AutoModelForCausalLM, LlamaConfig
 
-        config = LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+        config = LlamaConfig(
+            vocab_size=32000,
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+        )
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(config)
     else:
@@ -87,11 +94,25 @@ def main():
         return worker(args)
 
     results = {"default": [], "kept": []}
-    passthrough = ["--model", args.model, "--tokens", str(args.tokens), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    passthrough = [
+        "--model",
+        args.model,
+        "--tokens",
+        str(args.tokens),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     passthrough += ["--tiny"] if args.tiny else []
     for round_index in range(args.rounds):
         for setting in ("default", "kept"):
-            out = subprocess.run([sys.executable, __file__, "--worker", setting, *passthrough], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", setting, *passthrough],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             results[setting].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"round {round_index + 1}, {setting}: {results[setting][-1]}", flush=True)
 
@@ -99,7 +120,9 @@ def main():
         return min(run[key] for run in results[setting])
 
     name = "tiny Llama" if args.tiny else args.model
-    print(f"\n{name}, forward + backward of {args.tokens} tokens, bf16 autocast, best median of {args.rounds} processes:")
+    print(
+        f"\n{name}, forward + backward of {args.tokens} tokens, bf16 autocast, best median of {args.rounds} processes:"
+    )
     print("| malloc | step (s) | peak RSS (MB) |\n|---|---|---|")
     for setting, label in (("default", "glibc defaults"), ("kept", "keep_freed_memory()")):
         print(f"| {label} | {best(setting, 'median_s'):.2f} | {best(setting, 'peak_rss_mb'):.0f} |")

@@ -26,20 +26,41 @@ from trainers.envs import ENVIRONMENTS, make_env  # noqa: E402
 
 ACTIONS = {
     "twenty_questions": [
-        "Is it an animal?", "Is it bigger than a bread box?", "Can you eat it?", "Is it made of metal?",
-        "Is it used outdoors?", "Is it a dog?", "Is it a fruit or a vegetable?", "Is it a tool?",
+        "Is it an animal?",
+        "Is it bigger than a bread box?",
+        "Can you eat it?",
+        "Is it made of metal?",
+        "Is it used outdoors?",
+        "Is it a dog?",
+        "Is it a fruit or a vegetable?",
+        "Is it a tool?",
     ],
     "car_dealer": [
-        "Hi! What kind of car are you looking for?", "This Honda sedan has everything you listed.",
-        "I can do $38,000 for it.", "How about $35,500?", "Final offer: $33,000.", "Deal.",
+        "Hi! What kind of car are you looking for?",
+        "This Honda sedan has everything you listed.",
+        "I can do $38,000 for it.",
+        "How about $35,500?",
+        "Final offer: $33,000.",
+        "Deal.",
     ],
     "webshop": [
-        "search[blue cotton shirt large]", "click[next >]", "click[< prev]", "search[wireless headphones]",
-        "click[back to search]", "search[organic green tea pack]", "click[nothing here]",
+        "search[blue cotton shirt large]",
+        "click[next >]",
+        "click[< prev]",
+        "search[wireless headphones]",
+        "click[back to search]",
+        "search[organic green tea pack]",
+        "click[nothing here]",
     ],
     "scienceworld": [
-        "look around", "inventory", "teleport to kitchen", "look at counter", "open fridge",
-        "teleport to outside", "pick up axe", "go to hallway",
+        "look around",
+        "inventory",
+        "teleport to kitchen",
+        "look at counter",
+        "open fridge",
+        "teleport to outside",
+        "pick up axe",
+        "go to hallway",
     ],
 }
 
@@ -114,7 +135,9 @@ def main() -> None:
         print(f"skipped {label}: {reason}")
     lean = {label: statistics.mean(steps) for label, _, _, steps in results}
     if "scienceworld" in lean and "scienceworld (full_info)" in lean:
-        print(f"\nScienceWorld full_info step / lean step: {lean['scienceworld (full_info)'] / lean['scienceworld']:.1f}x")
+        print(
+            f"\nScienceWorld full_info step / lean step: {lean['scienceworld (full_info)'] / lean['scienceworld']:.1f}x"
+        )
 
 
 if __name__ == "__main__":

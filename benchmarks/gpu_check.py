@@ -49,12 +49,26 @@ import torch  # noqa: E402
 
 #: SmolLM2-135M's architecture (config.json of HuggingFaceTB/SmolLM2-135M), built with random weights.
 SMOLLM2_SHAPE = dict(
-    hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-    vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
 )
 TINY_SHAPE = dict(
-    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    vocab_size=512, max_position_embeddings=2048, tie_word_embeddings=True,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=512,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
 )
 
 
@@ -88,8 +102,12 @@ class Context:
         from transformers import LlamaConfig, LlamaForCausalLM
 
         torch.manual_seed(0)
-        config = LlamaConfig(**self.shape, pad_token_id=self.tokenizer.pad_token_id,
-                             eos_token_id=self.tokenizer.eos_token_id, bos_token_id=self.tokenizer.bos_token_id)
+        config = LlamaConfig(
+            **self.shape,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
         return LlamaForCausalLM(config).to(dtype)
 
     def saved_model(self) -> str:
@@ -101,8 +119,15 @@ class Context:
 
     def training_args(self, name: str, **overrides) -> dict:
         values = dict(
-            output_dir=str(self.workdir / name), max_steps=1, per_device_train_batch_size=self.batch,
-            logging_steps=1, report_to=[], save_strategy="no", seed=0, bf16=self.cuda, use_cpu=not self.cuda,
+            output_dir=str(self.workdir / name),
+            max_steps=1,
+            per_device_train_batch_size=self.batch,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            seed=0,
+            bf16=self.cuda,
+            use_cpu=not self.cuda,
             disable_tqdm=True,
         )
         values.update(overrides)
@@ -131,8 +156,11 @@ def trajectory_rows(n: int, turns: int = 3, words: int = 40, prefix: str = "row"
         for k in range(turns):
             messages.append({"role": "user", "content": " ".join(f"item{(i + k + j) % 50}" for j in range(words))})
             messages.append({"role": "assistant", "content": f"Action: click item{(i * 3 + k) % 50}"})
-        rows.append(make_trajectory(messages, [0.0] * (turns - 1) + [float(i % 2)], id=f"{prefix}-{i}",
-                                    source="real", done=True))
+        rows.append(
+            make_trajectory(
+                messages, [0.0] * (turns - 1) + [float(i % 2)], id=f"{prefix}-{i}", source="real", done=True
+            )
+        )
     return to_dataset(rows)
 
 
@@ -141,22 +169,36 @@ def synthetic_rows(n: int):
 
     rows = []
     for i in range(n):
-        messages = [{"role": "user", "content": f"find item{i}"},
-                    {"role": "assistant", "content": f"Action: search item{i}"}]
-        rows.append(make_trajectory(messages, [float(i % 2)], id=f"syn-{i}", source="synthetic", done=True,
-                                    metadata={"parent_id": f"row-{i % 4}"}))
+        messages = [
+            {"role": "user", "content": f"find item{i}"},
+            {"role": "assistant", "content": f"Action: search item{i}"},
+        ]
+        rows.append(
+            make_trajectory(
+                messages,
+                [float(i % 2)],
+                id=f"syn-{i}",
+                source="synthetic",
+                done=True,
+                metadata={"parent_id": f"row-{i % 4}"},
+            )
+        )
     return to_dataset(rows)
 
 
 def preference_pairs(n: int):
     import datasets
 
-    return datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"task {i}: heat water"}],
-         "chosen": [{"role": "assistant", "content": "Action: go to kitchen"}],
-         "rejected": [{"role": "assistant", "content": f"Action: open door {i}"}]}
-        for i in range(n)
-    ])
+    return datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"task {i}: heat water"}],
+                "chosen": [{"role": "assistant", "content": "Action: go to kitchen"}],
+                "rejected": [{"role": "assistant", "content": f"Action: open door {i}"}],
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def finite_loss(trainer) -> float:
@@ -175,8 +217,9 @@ def check_offline_rl(ctx: Context, loss_type: str) -> dict:
     from trainers.offline_rl_trainer import OfflineRLTrainer
 
     args = OfflineRLConfig(**ctx.training_args(f"offline_{loss_type}", loss_type=loss_type, max_length=ctx.seq))
-    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch),
-                               processing_class=ctx.tokenizer)
+    trainer = OfflineRLTrainer(
+        ctx.model(), args, train_dataset=trajectory_rows(ctx.batch), processing_class=ctx.tokenizer
+    )
     trainer.train()
     return {"loss": round(finite_loss(trainer), 4), "bf16": args.bf16}
 
@@ -185,13 +228,25 @@ def check_boost(ctx: Context) -> dict:
     from trainers.bilevel_config import BilevelReweightConfig
     from trainers.bilevel_trainer import BilevelReweightTrainer
 
-    args = BilevelReweightConfig(**ctx.training_args(
-        "boost", method="boost", k_psi=1, k_theta=1, k_phi=1, max_steps=3, max_length=ctx.seq,
-        embedding_cache_dir=str(ctx.workdir / "embeddings"),
-    ))
+    args = BilevelReweightConfig(
+        **ctx.training_args(
+            "boost",
+            method="boost",
+            k_psi=1,
+            k_theta=1,
+            k_phi=1,
+            max_steps=3,
+            max_length=ctx.seq,
+            embedding_cache_dir=str(ctx.workdir / "embeddings"),
+        )
+    )
     trainer = BilevelReweightTrainer(
-        ctx.model(), args, train_dataset=trajectory_rows(8), val_dataset=trajectory_rows(4, prefix="val"),
-        synthetic_dataset=synthetic_rows(8), processing_class=ctx.tokenizer,
+        ctx.model(),
+        args,
+        train_dataset=trajectory_rows(8),
+        val_dataset=trajectory_rows(4, prefix="val"),
+        synthetic_dataset=synthetic_rows(8),
+        processing_class=ctx.tokenizer,
     )
     trainer.train()
     return {"loss": round(finite_loss(trainer), 4), "steps": trainer.state.global_step}
@@ -203,8 +258,13 @@ def check_tree_dpo(ctx: Context) -> dict:
 
     args = TreeDPOConfig(**ctx.training_args("tree_dpo", max_length=ctx.seq))
     # the reference is given: a model built from a config has no name TRL could reload it from
-    trainer = TreeDPOTrainer(ctx.model(), ref_model=ctx.model(), args=args, train_dataset=preference_pairs(ctx.batch),
-                             processing_class=ctx.tokenizer)
+    trainer = TreeDPOTrainer(
+        ctx.model(),
+        ref_model=ctx.model(),
+        args=args,
+        train_dataset=preference_pairs(ctx.batch),
+        processing_class=ctx.tokenizer,
+    )
     trainer.train()
     return {"loss": round(finite_loss(trainer), 4)}
 
@@ -229,16 +289,23 @@ def check_qlora(ctx: Context) -> dict:
     from trainers.offline_rl_trainer import OfflineRLTrainer
 
     args = OfflineRLConfig(**ctx.training_args("qlora", load_in_4bit=True, max_length=ctx.seq))
-    trainer = OfflineRLTrainer(ctx.saved_model(), args, train_dataset=trajectory_rows(ctx.batch),
-                               processing_class=ctx.tokenizer,
-                               peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    trainer = OfflineRLTrainer(
+        ctx.saved_model(),
+        args,
+        train_dataset=trajectory_rows(ctx.batch),
+        processing_class=ctx.tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    )
     base = trainer.policy.base.get_base_model()
     layer = type(base.model.layers[0].self_attn.k_proj).__name__
     if layer != "Linear4bit":
         raise AssertionError(f"the base's k_proj is a {layer}, not a bitsandbytes Linear4bit")
     trainer.train()
-    return {"loss": round(finite_loss(trainer), 4), "k_proj": layer,
-            "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20)}
+    return {
+        "loss": round(finite_loss(trainer), 4),
+        "k_proj": layer,
+        "peak_cuda_mib": round(torch.cuda.max_memory_allocated() / 2**20),
+    }
 
 
 def check_deepspeed_zero2(ctx: Context) -> dict:
@@ -247,8 +314,15 @@ def check_deepspeed_zero2(ctx: Context) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child-zero2", str(ctx.workdir)]
     if ctx.tiny:
         command.append("--tiny")
-    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get("GPU_CHECK_PORT", "29517")}
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": os.environ.get("GPU_CHECK_PORT", "29517"),
+    }
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     lines = [line for line in done.stdout.splitlines() if line.startswith("ZERO2_RESULT ")]
     if done.returncode != 0 or not lines:
@@ -263,12 +337,16 @@ def zero2_child(workdir: Path, tiny: bool) -> None:
 
     ctx = make_context("cuda", tiny, workdir / "zero2")
     zero2 = {
-        "zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"}, "gradient_clipping": "auto",
-        "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+        "zero_optimization": {"stage": 2},
+        "bf16": {"enabled": "auto"},
+        "gradient_clipping": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
     }
     args = OfflineRLConfig(**ctx.training_args("zero2", max_length=ctx.seq, deepspeed=zero2))
-    trainer = OfflineRLTrainer(ctx.model(), args, train_dataset=trajectory_rows(ctx.batch),
-                               processing_class=ctx.tokenizer)
+    trainer = OfflineRLTrainer(
+        ctx.model(), args, train_dataset=trajectory_rows(ctx.batch), processing_class=ctx.tokenizer
+    )
     trainer.train()
     plugin = trainer.accelerator.state.deepspeed_plugin
     stage = plugin.zero_stage if plugin is not None else None
@@ -290,10 +368,16 @@ def check_value_guidance(ctx: Context) -> dict:
 
     def greedy(processors=None):
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
-                                 min_new_tokens=16, do_sample=False, logits_processor=processors,
-                                 pad_token_id=ctx.tokenizer.pad_token_id)
-        return out[:, ids.shape[1]:]
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=16,
+                min_new_tokens=16,
+                do_sample=False,
+                logits_processor=processors,
+                pad_token_id=ctx.tokenizer.pad_token_id,
+            )
+        return out[:, ids.shape[1] :]
 
     base = greedy()
     processor = ValueGuidedLogitsProcessor(heads, beta=0.0, model=model)
@@ -310,8 +394,11 @@ def check_value_guidance(ctx: Context) -> dict:
     changed = float((guided != base).float().mean())
     if changed == 0.0:
         raise AssertionError("beta = 4 changed no token")
-    return {"beta0_equals_greedy": same, "tokens_changed_at_beta4": round(changed, 3),
-            "guided_new_tokens_per_s": round(guided.numel() / seconds, 1)}
+    return {
+        "beta0_equals_greedy": same,
+        "tokens_changed_at_beta4": round(changed, 3),
+        "guided_new_tokens_per_s": round(guided.numel() / seconds, 1),
+    }
 
 
 def check_chunked_cql(ctx: Context) -> dict:
@@ -386,14 +473,30 @@ def check_throughput(ctx: Context) -> dict:
         return {key: batch[key] for key in ("input_ids", "attention_mask", "labels")}
 
     common = ctx.training_args("throughput", max_steps=steps, remove_unused_columns=False)
-    sft = tokens_per_s(lambda timer: Trainer(
-        model=ctx.model(), args=TrainingArguments(**common), train_dataset=tokenized, data_collator=sft_collate,
-        callbacks=[timer]))
-    offline = tokens_per_s(lambda timer: OfflineRLTrainer(
-        ctx.model(), OfflineRLConfig(**common, max_length=ctx.seq), train_dataset=rows, processing_class=ctx.tokenizer,
-        callbacks=[timer]))
-    return {"sft_tokens_per_s": round(sft), "offline_rl_mc_tokens_per_s": round(offline),
-            "offline_over_sft": round(offline / sft, 2), "tokens_per_step": round(tokens_per_step)}
+    sft = tokens_per_s(
+        lambda timer: Trainer(
+            model=ctx.model(),
+            args=TrainingArguments(**common),
+            train_dataset=tokenized,
+            data_collator=sft_collate,
+            callbacks=[timer],
+        )
+    )
+    offline = tokens_per_s(
+        lambda timer: OfflineRLTrainer(
+            ctx.model(),
+            OfflineRLConfig(**common, max_length=ctx.seq),
+            train_dataset=rows,
+            processing_class=ctx.tokenizer,
+            callbacks=[timer],
+        )
+    )
+    return {
+        "sft_tokens_per_s": round(sft),
+        "offline_rl_mc_tokens_per_s": round(offline),
+        "offline_over_sft": round(offline / sft, 2),
+        "tokens_per_step": round(tokens_per_step),
+    }
 
 
 CHECKS = {
@@ -438,8 +541,12 @@ def report(results: list[Result], header: dict, path: Path) -> str:
         details = "; ".join(f"{k}: {v}" for k, v in result.details.items()).replace("|", "/").replace("\n", " ")
         lines.append(f"| {result.name} | {result.status} | {result.seconds:.1f} | {details} |")
     failed = [r.name for r in results if r.status == "FAILED"]
-    lines += ["", f"{len(results) - len(failed)} of {len(results)} checks passed or were skipped"
-              + (f"; failed: {', '.join(failed)}" if failed else ""), ""]
+    lines += [
+        "",
+        f"{len(results) - len(failed)} of {len(results)} checks passed or were skipped"
+        + (f"; failed: {', '.join(failed)}" if failed else ""),
+        "",
+    ]
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
@@ -466,8 +573,12 @@ def run_checks(device: str, tiny: bool, out: Path, budget: float, only: list[str
                 result = Result(name, "skipped", 0.0, {"reason": str(reason)})
             except Exception as error:  # noqa: BLE001 - every check is isolated: report and go on
                 trace = traceback.format_exc(limit=3).strip().splitlines()
-                result = Result(name, "FAILED", 0.0, {"error": f"{type(error).__name__}: {error}"[:600],
-                                                      "at": " / ".join(trace[-3:])[:400]})
+                result = Result(
+                    name,
+                    "FAILED",
+                    0.0,
+                    {"error": f"{type(error).__name__}: {error}"[:600], "at": " / ".join(trace[-3:])[:400]},
+                )
             finally:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -475,9 +586,12 @@ def run_checks(device: str, tiny: bool, out: Path, budget: float, only: list[str
             print(f"[gpu-check] {result.status:>7} {result.seconds:6.1f}s  {name}  {result.details}", flush=True)
             results.append(result)
     cpu = f"CPU ({platform.processor() or platform.machine()})"
-    header = {"device": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
-              "model": "tiny Llama" if tiny else "SmolLM2-135M-shaped Llama (random weights)",
-              "total seconds": f"{time.perf_counter() - started:.0f}", **versions()}
+    header = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else cpu,
+        "model": "tiny Llama" if tiny else "SmolLM2-135M-shaped Llama (random weights)",
+        "total seconds": f"{time.perf_counter() - started:.0f}",
+        **versions(),
+    }
     print(report(results, header, out))
     print(f"report written to {out}")
     return results
@@ -496,8 +610,10 @@ def main(argv: list[str] | None = None) -> int:
         zero2_child(args.child_zero2, args.tiny)
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("gpu-check: no CUDA device here, nothing to check (use --device cpu --tiny to exercise the script "
-              "on the CPU)")
+        print(
+            "gpu-check: no CUDA device here, nothing to check (use --device cpu --tiny to exercise the script "
+            "on the CPU)"
+        )
         return 0
     results = run_checks(args.device, args.tiny, args.out, args.budget, args.only)
     return 1 if any(r.status == "FAILED" for r in results) else 0

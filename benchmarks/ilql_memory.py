@@ -75,8 +75,9 @@ def _step(setup, implementation: str, chunk: int, bf16: bool = False) -> float:
     from trainers.losses import OfflineRLLossConfig, per_trajectory_losses
 
     heads, lm_head, hidden_states, batch = setup
-    config = OfflineRLLossConfig(loss_type="ilql", cql_weight=10.0, bc_weight=1.0, cql_chunk_size=chunk,
-                                 cql_implementation=implementation)
+    config = OfflineRLLossConfig(
+        loss_type="ilql", cql_weight=10.0, bc_weight=1.0, cql_chunk_size=chunk, cql_implementation=implementation
+    )
     started = time.perf_counter()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         losses, _ = per_trajectory_losses(hidden_states, heads, batch, config, lm_head=lm_head)
@@ -89,8 +90,16 @@ def _resident_bytes() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_memory(vocab: int, seq: int, hidden: int, batch_size: int, implementation: str, chunk: int,
-                 threads: int, bf16: bool = False) -> dict:
+def _peak_memory(
+    vocab: int,
+    seq: int,
+    hidden: int,
+    batch_size: int,
+    implementation: str,
+    chunk: int,
+    threads: int,
+    bf16: bool = False,
+) -> dict:
     """Run in a fresh subprocess: peak resident memory during two steps, above the resident size before.
 
     A sampling thread reads the current resident size every millisecond (torch releases the GIL in
@@ -136,7 +145,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", type=str, default=None, help="write a PNG of memory and time per vocabulary here")
-    parser.add_argument("--bf16", action="store_true", help="run under bf16 autocast (the trainer's default on this CPU)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="run under bf16 autocast (the trainer's default on this CPU)"
+    )
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -149,16 +160,27 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"ILQL loss fwd+bwd, batch {args.batch} x seq {args.seq}, hidden {args.hidden}, chunk {args.chunk}, "
-          f"{args.threads} thread(s), {'bf16 autocast' if args.bf16 else 'fp32'}; time = best of {args.steps} alternating runs")
+    print(
+        f"ILQL loss fwd+bwd, batch {args.batch} x seq {args.seq}, hidden {args.hidden}, chunk {args.chunk}, "
+        f"{args.threads} thread(s), {'bf16 autocast' if args.bf16 else 'fp32'}; time = best of {args.steps} alternating runs"
+    )
     rows = []
     for vocab in args.vocab:
         result = {}
         for implementation in ("naive", "chunked"):
-            spec = dict(vocab=vocab, seq=args.seq, hidden=args.hidden, batch_size=args.batch,
-                        implementation=implementation, chunk=args.chunk, threads=args.threads, bf16=args.bf16)
-            out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                                 check=True)
+            spec = dict(
+                vocab=vocab,
+                seq=args.seq,
+                hidden=args.hidden,
+                batch_size=args.batch,
+                implementation=implementation,
+                chunk=args.chunk,
+                threads=args.threads,
+                bf16=args.bf16,
+            )
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, check=True
+            )
             result[implementation] = json.loads(out.stdout.strip().splitlines()[-1])
         # timing in this process, alternating the two implementations so that load changes hit both
         setup = _setup(vocab, args.seq, args.hidden, args.batch)
@@ -171,8 +193,10 @@ def main() -> None:
         del setup
         for implementation in ("naive", "chunked"):
             r = result[implementation]
-            print(f"  vocab {vocab:>7} {implementation:>8}: peak +{r['peak_mb']:8.1f} MB  step {r['step_s'] * 1000:8.1f} ms"
-                  f"  ({r['action_tokens']} action tokens)")
+            print(
+                f"  vocab {vocab:>7} {implementation:>8}: peak +{r['peak_mb']:8.1f} MB  step {r['step_s'] * 1000:8.1f} ms"
+                f"  ({r['action_tokens']} action tokens)"
+            )
         memory_ratio = result["chunked"]["peak_mb"] / max(result["naive"]["peak_mb"], 1e-9)
         time_ratio = result["chunked"]["step_s"] / result["naive"]["step_s"]
         rows.append((vocab, memory_ratio, time_ratio))
@@ -180,8 +204,13 @@ def main() -> None:
     for vocab, memory_ratio, time_ratio in rows:
         print(f"  vocab {vocab:>7}: memory {memory_ratio:.3f}  time {time_ratio:.3f}")
     if args.plot:
-        _save_plot(args.plot, "ILQL loss: chunked / naive (lower is better)", [f"vocab {v // 1000}k" for v, _, _ in rows],
-                   {"peak memory": [m for _, m, _ in rows], "step time": [t for _, _, t in rows]}, "ratio")
+        _save_plot(
+            args.plot,
+            "ILQL loss: chunked / naive (lower is better)",
+            [f"vocab {v // 1000}k" for v, _, _ in rows],
+            {"peak memory": [m for _, m, _ in rows], "step time": [t for _, _, t in rows]},
+            "ratio",
+        )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,12 @@ def _data(tokenizer, n: int):
         for k in range(4):
             question = " ".join(words[(i + k + j) % len(words)] for j in range(12))
             messages.append({"role": "user", "content": question})
-            messages.append({"role": "assistant", "content": "Thought: " + " ".join(words[(3 * i + k + j) % len(words)] for j in range(16))})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "Thought: " + " ".join(words[(3 * i + k + j) % len(words)] for j in range(16)),
+                }
+            )
         rows.append(make_trajectory(messages, [0.0, 0.0, 0.0, float(i % 2)], id=f"bench-{i}"))
     return to_dataset(rows)
 
@@ -98,12 +103,23 @@ def _run(method: str, model_dir: str, tokenizer, tokenized, args) -> float:
     if method == "sft":
         if "bf16" not in common:
             common["bf16"] = OfflineRLConfig(output_dir=common["output_dir"]).bf16  # same autocast policy as RL
-        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=tokenized,
-                          data_collator=_sft_collator(collator), callbacks=[timer.callback])
+        trainer = Trainer(
+            model=model,
+            args=TrainingArguments(**common),
+            train_dataset=tokenized,
+            data_collator=_sft_collator(collator),
+            callbacks=[timer.callback],
+        )
     else:
         config = OfflineRLConfig(loss_type=method, max_length=None, **common)
-        trainer = OfflineRLTrainer(model, config, train_dataset=tokenized, processing_class=tokenizer,
-                                   data_collator=collator, callbacks=[timer.callback])
+        trainer = OfflineRLTrainer(
+            model,
+            config,
+            train_dataset=tokenized,
+            processing_class=tokenizer,
+            data_collator=collator,
+            callbacks=[timer.callback],
+        )
     trainer.train()
     tokens = args.steps * args.batch * args.tokens_per_row
     return tokens / (timer.end - timer.start)
@@ -120,8 +136,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", type=str, default=None, help="write a PNG of tokens/s per method here")
-    parser.add_argument("--bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                        help="force bf16 autocast on/off (default: OfflineRLConfig's choice for both)")
+    parser.add_argument(
+        "--bf16",
+        type=lambda s: s.lower() in ("1", "true", "yes"),
+        default=None,
+        help="force bf16 autocast on/off (default: OfflineRLConfig's choice for both)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -133,18 +153,28 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="offline-rl-throughput-"))
     tokenizer = build_tiny_tokenizer(work / "tokenizer")
     vocab = max(args.vocab, len(tokenizer))
-    config = LlamaConfig(vocab_size=vocab, hidden_size=args.hidden, intermediate_size=4 * args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=max(1, args.hidden // 64),
-                         num_key_value_heads=max(1, args.hidden // 128), max_position_embeddings=2048,
-                         tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=4 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=max(1, args.hidden // 64),
+        num_key_value_heads=max(1, args.hidden // 128),
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(work / "model")
     tokenized = tokenize_dataset(_data(tokenizer, args.batch * (args.warmup + args.steps)), tokenizer)
     lengths = [len(ids) for ids in tokenized["input_ids"]]
     args.tokens_per_row = max(lengths)  # the collator pads to the longest row; all rows have similar length
-    print(f"Llama {args.layers}x{args.hidden}, vocab {vocab}, batch {args.batch} x ~{args.tokens_per_row} tokens, "
-          f"{args.threads} thread(s); best of {args.repeats}")
+    print(
+        f"Llama {args.layers}x{args.hidden}, vocab {vocab}, batch {args.batch} x ~{args.tokens_per_row} tokens, "
+        f"{args.threads} thread(s); best of {args.repeats}"
+    )
     best: dict[str, float] = {}
     for _ in range(args.repeats):
         for method in ("sft", "mc", "ilql"):
@@ -155,7 +185,9 @@ def main() -> None:
     for method in ("mc", "ilql"):
         print(f"  {method:>5}: {best[method] / best['sft']:.3f}")
     if args.plot:
-        _save_plot(args.plot, f"Training throughput, vocab {vocab}", list(best), {"tokens/s": list(best.values())}, "tokens/s")
+        _save_plot(
+            args.plot, f"Training throughput, vocab {vocab}", list(best), {"tokens/s": list(best.values())}, "tokens/s"
+        )
 
 
 if __name__ == "__main__":

@@ -89,8 +89,14 @@ def generation_tokens_per_s(model, precision: str, batch: int, prompt: int, new_
 
     @torch.no_grad()
     def generate():
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                       min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
 
     return batch * new_tokens / best_of(generate, repeats)
 
@@ -151,20 +157,30 @@ def run(args) -> int:
     model, model_name = load_model(args.model)
     print("# fp32 vs bf16 on this machine\n")
     print(f"- CPU: {cpu_name()} ({hardware.available_cores()} cores used, {torch.get_num_threads()} torch threads)")
-    print(f"- bf16 flags: {', '.join(sorted(flags & hardware.FAST_BF16_CPU_FLAGS)) or 'none'}; "
-          f"AVX flags: {', '.join(sorted(f for f in flags if f.startswith('avx'))) or 'none'}")
-    print(f"- torch {torch.__version__}, model {model_name}, "
-          f"TRAINERS_PRECISION={os.environ.get('TRAINERS_PRECISION', '(unset)')}, "
-          f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}, "
-          f"native bf16 as detected: {hardware.cpu_has_fast_bf16()}")
+    print(
+        f"- bf16 flags: {', '.join(sorted(flags & hardware.FAST_BF16_CPU_FLAGS)) or 'none'}; "
+        f"AVX flags: {', '.join(sorted(f for f in flags if f.startswith('avx'))) or 'none'}"
+    )
+    print(
+        f"- torch {torch.__version__}, model {model_name}, "
+        f"TRAINERS_PRECISION={os.environ.get('TRAINERS_PRECISION', '(unset)')}, "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '(unset)')}, "
+        f"native bf16 as detected: {hardware.cpu_has_fast_bf16()}"
+    )
     print(f"- command: `{' '.join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}`\n")
 
     measurements = {
         "matmul": ("GFLOP/s", "training", lambda p: matmul_gflops(p, args.repeats)),
-        "training step": ("tokens/s", "training",
-                          lambda p: training_tokens_per_s(model, p, args.batch, args.seq, args.repeats)),
-        "generation": ("new tokens/s", "generation",
-                       lambda p: generation_tokens_per_s(model, p, 4, 128, args.new_tokens, args.repeats)),
+        "training step": (
+            "tokens/s",
+            "training",
+            lambda p: training_tokens_per_s(model, p, args.batch, args.seq, args.repeats),
+        ),
+        "generation": (
+            "new tokens/s",
+            "generation",
+            lambda p: generation_tokens_per_s(model, p, 4, 128, args.new_tokens, args.repeats),
+        ),
         "embedding forward": ("tokens/s", "embedding", lambda p: embedding_tokens_per_s(model, p, args.repeats)),
     }
     print("| measurement | unit | fp32 | bf16 | bf16 / fp32 | use | picked | picked / best |")
@@ -175,8 +191,10 @@ def run(args) -> int:
         picked = "bf16" if hardware.pick_dtype(use, device="cpu") == torch.bfloat16 else "fp32"
         ratio = speed[picked] / max(speed.values())
         worst = min(worst, ratio)
-        print(f"| {label} | {unit} | {speed['fp32']:.1f} | {speed['bf16']:.1f} | {speed['bf16'] / speed['fp32']:.2f} "
-              f"| {use} | {picked} | {ratio:.2f} |")
+        print(
+            f"| {label} | {unit} | {speed['fp32']:.1f} | {speed['bf16']:.1f} | {speed['bf16'] / speed['fp32']:.2f} "
+            f"| {use} | {picked} | {ratio:.2f} |"
+        )
     verdict = "OK" if worst >= 0.95 else "BELOW TARGET"
     print(f"\nworst picked / best: {worst:.2f} (target >= 0.95): {verdict}")
     return 0 if worst >= 0.95 else 1

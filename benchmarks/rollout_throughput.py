@@ -36,12 +36,20 @@ from trainers.envs.rollout_cache import RolloutKVCache  # noqa: E402
 ROOMS = ("kitchen", "workshop", "greenhouse", "bathroom", "hallway", "art studio", "bedroom", "foundry")
 THINGS = (
     "a counter. On the counter is: a bowl (containing a red apple, a banana, an orange, a potato)",
-    "a fridge. The fridge door is closed", "a freezer. The freezer door is closed",
-    "a glass cup (containing nothing)", "a lighter", "a stove, which is turned off. On the stove is: nothing",
-    "a sink, which is turned off. In the sink is: nothing", "a table. On the table is: a glass jar",
-    "a thermometer, currently reading a temperature of 10 degrees celsius", "a substance called air",
-    "a painting", "a chair. On the chair is: nothing", "a cupboard. The cupboard door is closed",
-    "an oven, which is turned off. The oven door is closed", "a metal pot (containing water)",
+    "a fridge. The fridge door is closed",
+    "a freezer. The freezer door is closed",
+    "a glass cup (containing nothing)",
+    "a lighter",
+    "a stove, which is turned off. On the stove is: nothing",
+    "a sink, which is turned off. In the sink is: nothing",
+    "a table. On the table is: a glass jar",
+    "a thermometer, currently reading a temperature of 10 degrees celsius",
+    "a substance called air",
+    "a painting",
+    "a chair. On the chair is: nothing",
+    "a cupboard. The cupboard door is closed",
+    "an oven, which is turned off. The oven door is closed",
+    "a metal pot (containing water)",
 )
 
 
@@ -65,8 +73,11 @@ class ScienceWorldLikeEnv:
         width = 3 + (self.turn * 7 + self.seed) % 9  # 3-11 objects: ~60-200 tokens
         room = ROOMS[(self.turn + self.seed) % len(ROOMS)]
         things = [THINGS[(self.turn * 5 + self.seed + i) % len(THINGS)] for i in range(width)]
-        return f"This room is called the {room}. In it, you see:\n\t" + "\n\t".join(things) + \
-            "\nYou also see:\n\tA door to the hallway (that is open)"
+        return (
+            f"This room is called the {room}. In it, you see:\n\t"
+            + "\n\t".join(things)
+            + "\nYou also see:\n\tA door to the hallway (that is open)"
+        )
 
     def reset(self, task, seed=None):
         self.turn, self.seed = 0, task.spec["seed"]
@@ -107,8 +118,11 @@ def main() -> None:
     parser.add_argument("--turns", type=int, nargs="+", default=[3, 10, 20])
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--threads", type=int, default=None, help="default: trainers.hardware.configure_threads")
-    parser.add_argument("--model", default="smollm2-135m-embedded",
-                        help="'tiny' (random tiny Llama) or a name/path for trainers.models.load_causal_lm")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-embedded",
+        help="'tiny' (random tiny Llama) or a name/path for trainers.models.load_causal_lm",
+    )
     args = parser.parse_args()
 
     from trainers.hardware import configure_threads, describe
@@ -120,11 +134,15 @@ def main() -> None:
     rollout(model, lambda: ScienceWorldLikeEnv(1), tasks[:1], **common)  # warm-up
 
     info = describe("cpu" if next(model.parameters()).device.type == "cpu" else None)
-    print(f"\nMulti-turn rollout throughput: {model_name}, {args.episodes} episodes in one batch, "
-          f"<= {args.max_new_tokens} new tokens per turn, {torch.get_num_threads()} thread(s)")
+    print(
+        f"\nMulti-turn rollout throughput: {model_name}, {args.episodes} episodes in one batch, "
+        f"<= {args.max_new_tokens} new tokens per turn, {torch.get_num_threads()} thread(s)"
+    )
     print(f"hardware: {info}\n")
-    print("| turns | history tokens at the end | re-prefill s | cached s | re-prefill ep/s | cached ep/s | "
-          "ratio | prompt tokens reused | same actions |")
+    print(
+        "| turns | history tokens at the end | re-prefill s | cached s | re-prefill ep/s | cached ep/s | "
+        "ratio | prompt tokens reused | same actions |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ratios = {}
     for turns in args.turns:
@@ -135,14 +153,17 @@ def main() -> None:
             rows = rollout(model, lambda: ScienceWorldLikeEnv(turns), tasks, reuse_kv_cache=reuse, **common)
             timings[label] = time.perf_counter() - start
             actions[label] = [[m["content"] for m in r["messages"] if m["role"] == "assistant"] for r in rows]
-        history = max(len(tokenizer(tokenizer.apply_chat_template(r["messages"], tokenize=False))["input_ids"])
-                      for r in rows)
+        history = max(
+            len(tokenizer(tokenizer.apply_chat_template(r["messages"], tokenize=False))["input_ids"]) for r in rows
+        )
         same = sum(a == b for a, b in zip(actions["cached"], actions["re-prefill"]))
         ratio = timings["re-prefill"] / timings["cached"]
         ratios[turns] = ratio
-        print(f"| {turns} | ~{history} | {timings['re-prefill']:.1f} | {timings['cached']:.1f} | "
-              f"{args.episodes / timings['re-prefill']:.3f} | {args.episodes / timings['cached']:.3f} | "
-              f"{ratio:.2f}x | {100 * cache.stats.reuse_fraction:.0f}% | {same}/{args.episodes} episodes |")
+        print(
+            f"| {turns} | ~{history} | {timings['re-prefill']:.1f} | {timings['cached']:.1f} | "
+            f"{args.episodes / timings['re-prefill']:.3f} | {args.episodes / timings['cached']:.3f} | "
+            f"{ratio:.2f}x | {100 * cache.stats.reuse_fraction:.0f}% | {same}/{args.episodes} episodes |"
+        )
     if 10 in ratios:
         verdict = "OK" if ratios[10] >= 2 else "BELOW TARGET"
         print(f"\ncached / re-prefill episodes/s at 10 turns: {ratios[10]:.2f}x (target >= 2x): {verdict}")

@@ -38,21 +38,37 @@ def webshop_like(n: int, turns: int = 6, seed: int = 0) -> datasets.Dataset:
     for i in range(n):
         goal = " ".join(rng.choices(WORDS, k=6))
         messages = [
-            {"role": "system", "content": "You are shopping on a web store. Reply with one action: search[...] or click[...]."},
-            {"role": "user", "content": f"Observation:\nWebShop [SEP] Instruction: [SEP] i need {goal}, and price lower than {rng.randint(10, 90)}.00 dollars [SEP] Search"},
+            {
+                "role": "system",
+                "content": "You are shopping on a web store. Reply with one action: search[...] or click[...].",
+            },
+            {
+                "role": "user",
+                "content": f"Observation:\nWebShop [SEP] Instruction: [SEP] i need {goal}, and price lower than {rng.randint(10, 90)}.00 dollars [SEP] Search",
+            },
         ]
         for turn in range(turns):
             asin = f"B0{rng.randint(10**7, 10**8 - 1)}"
             messages.append(
-                {"role": "assistant", "content": f"Thought: I think I should look at {' '.join(rng.choices(WORDS, k=4))}.\nAction: click[{asin}]"}
+                {
+                    "role": "assistant",
+                    "content": f"Thought: I think I should look at {' '.join(rng.choices(WORDS, k=4))}.\nAction: click[{asin}]",
+                }
             )
             if turn < turns - 1:
                 page = " [SEP] ".join(
                     f"{f'B0{rng.randint(10**7, 10**8 - 1)}'} [SEP] {' '.join(rng.choices(WORDS, k=8)).title()} [SEP] ${rng.randint(5, 99)}.99"
                     for _ in range(3)
                 )
-                messages.append({"role": "user", "content": f"Observation:\nInstruction: [SEP] i need {goal} [SEP] Back to Search [SEP] {page}"})
-        rows.append(make_trajectory(messages, [0.0] * (turns - 1) + [rng.random()], id=f"ws-{i}", category=f"c{i % 37}"))
+                messages.append(
+                    {
+                        "role": "user",
+                        "content": f"Observation:\nInstruction: [SEP] i need {goal} [SEP] Back to Search [SEP] {page}",
+                    }
+                )
+        rows.append(
+            make_trajectory(messages, [0.0] * (turns - 1) + [rng.random()], id=f"ws-{i}", category=f"c{i % 37}")
+        )
     return to_dataset(rows, validate=False)
 
 
@@ -61,7 +77,14 @@ def tokenizers_to_test():
 
     found = [("tiny ChatML (BPE 512)", build_tiny_tokenizer(tempfile.mkdtemp(prefix="tiny-tok-")))]
     try:
-        from trainers.models import DEFAULT_MODEL, _CONVERTED_NAME, _is_complete, default_cache_dir, load_tokenizer, smollm2_gguf_file
+        from trainers.models import (
+            _CONVERTED_NAME,
+            DEFAULT_MODEL,
+            _is_complete,
+            default_cache_dir,
+            load_tokenizer,
+            smollm2_gguf_file,
+        )
 
         folder = default_cache_dir() / _CONVERTED_NAME
         if _is_complete(folder):
@@ -87,15 +110,17 @@ def main():
     args = parser.parse_args()
     datasets.disable_caching()
     dataset = webshop_like(args.n, args.turns)
-    print(f"{args.n} synthetic WebShop-like trajectories, {args.turns} assistant turns each, {os.cpu_count()} CPU cores\n")
+    print(
+        f"{args.n} synthetic WebShop-like trajectories, {args.turns} assistant turns each, {os.cpu_count()} CPU cores\n"
+    )
     results = []
     for name, tokenizer in tokenizers_to_test():
         one, tokens = measure(dataset, tokenizer, 1)
         two, _ = measure(dataset, tokenizer, 2)
         results.append((name, tokens / args.n, args.n / one, args.n / two, one / two))
     print()
-    print(f"| tokenizer | tokens/traj | traj/s num_proc=1 | traj/s num_proc=2 | speedup 2 vs 1 |")
-    print(f"|---|---:|---:|---:|---:|")
+    print("| tokenizer | tokens/traj | traj/s num_proc=1 | traj/s num_proc=2 | speedup 2 vs 1 |")
+    print("|---|---:|---:|---:|---:|")
     for name, per_traj, rate1, rate2, speedup in results:
         print(f"| {name} | {per_traj:.0f} | {rate1:,.0f} | {rate2:,.0f} | {speedup:.2f}x |")
 

@@ -33,8 +33,30 @@ import psutil  # noqa: E402
 from trainers.data.schema import make_trajectory  # noqa: E402
 from trainers.tree import build_forest, mine_pairs, run_mcts  # noqa: E402
 
-ROOMS = ["kitchen", "hallway", "greenhouse", "workshop", "art studio", "bedroom", "living room", "bathroom", "foundry", "outside"]
-OBJECTS = ["a stove", "a sink", "a thermometer", "a metal pot", "a fridge", "a flower pot", "a table", "a cupboard", "a lighter", "an orange"]
+ROOMS = [
+    "kitchen",
+    "hallway",
+    "greenhouse",
+    "workshop",
+    "art studio",
+    "bedroom",
+    "living room",
+    "bathroom",
+    "foundry",
+    "outside",
+]
+OBJECTS = [
+    "a stove",
+    "a sink",
+    "a thermometer",
+    "a metal pot",
+    "a fridge",
+    "a flower pot",
+    "a table",
+    "a cupboard",
+    "a lighter",
+    "an orange",
+]
 VERBS = ["go to", "open", "pick up", "focus on", "look at", "move", "heat", "pour", "activate", "wait"]
 THOUGHTS = [
     "I should {verb} the {target} next.",
@@ -51,7 +73,10 @@ def synthetic_trajectories(n: int, steps: int, tasks: int, branching: int, seed:
     for index in range(n):
         task = index % tasks
         instruction = f"Your task is to boil water (variation {task}). First, focus on the substance. Then, take actions that will cause it to change its state of matter."
-        messages = [{"role": "system", "content": "You are a helpful science agent."}, {"role": "user", "content": instruction}]
+        messages = [
+            {"role": "system", "content": "You are a helpful science agent."},
+            {"role": "user", "content": instruction},
+        ]
         history = f"task{task}"
         good = 0
         for step in range(steps):
@@ -64,11 +89,17 @@ def synthetic_trajectories(n: int, steps: int, tasks: int, branching: int, seed:
             room = ROOMS[(digest // 100) % len(ROOMS)]
             seen = ", ".join(OBJECTS[(digest >> k) % len(OBJECTS)] for k in range(0, 12, 3))
             if step < steps - 1:
-                messages.append({"role": "user", "content": f"Observation: This room is called the {room}. In it, you see: {seen}."})
+                messages.append(
+                    {"role": "user", "content": f"Observation: This room is called the {room}. In it, you see: {seen}."}
+                )
             good += choice == 0
         score = round(good / steps, 2)
         rewards = [0.0] * (steps - 1) + [score]
-        rows.append(make_trajectory(messages, rewards, id=f"traj-{index}", task_id=f"task-{task}", source="weak", metadata={"score": score}))
+        rows.append(
+            make_trajectory(
+                messages, rewards, id=f"traj-{index}", task_id=f"task-{task}", source="weak", metadata={"score": score}
+            )
+        )
     return rows
 
 
@@ -96,7 +127,9 @@ def main():
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--branching", type=int, default=3, help="actions to choose from at each step")
     parser.add_argument("--iterations", type=int, default=1000, help="MCTS iterations per tree")
-    parser.add_argument("--embed-sample", type=int, default=2000, help="strings embedded with MiniLM to measure its throughput")
+    parser.add_argument(
+        "--embed-sample", type=int, default=2000, help="strings embedded with MiniLM to measure its throughput"
+    )
     parser.add_argument("--full-embedding", action="store_true", help="embed every unique string with MiniLM (minutes)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the encoder")
     args = parser.parse_args()
@@ -159,7 +192,9 @@ def main():
     pairs_s = time.perf_counter() - start
 
     n_steps = sum(len(parse_steps(r["messages"])[2]) for r in rows)
-    print(f"\nTrajectory-tree benchmark: {args.trajectories:,} trajectories x {args.steps} steps, {args.tasks} tasks, branching {args.branching}")
+    print(
+        f"\nTrajectory-tree benchmark: {args.trajectories:,} trajectories x {args.steps} steps, {args.tasks} tasks, branching {args.branching}"
+    )
     print(f"(synthetic data generated in {generate_s:.1f} s; {psutil.cpu_count()} CPUs)\n")
     print("| measure | value |")
     print("|---|---|")
@@ -170,14 +205,22 @@ def main():
     label = "measured" if args.full_embedding else "extrapolated"
     print(f"| embedding pass, all unique strings | {full_embed_s:,.1f} s ({label}) |")
     merge_s = stats["parse_seconds"] + stats["merge_seconds"]
-    print(f"| tree build without embedding | {merge_s:.2f} s (parse {stats['parse_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s; vector lookup {stats['embedding_seconds']:.2f} s) |")
-    print(f"| build throughput without embedding | {args.trajectories / merge_s:,.0f} trajectories/s, {n_steps / merge_s:,.0f} steps/s |")
+    print(
+        f"| tree build without embedding | {merge_s:.2f} s (parse {stats['parse_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s; vector lookup {stats['embedding_seconds']:.2f} s) |"
+    )
+    print(
+        f"| build throughput without embedding | {args.trajectories / merge_s:,.0f} trajectories/s, {n_steps / merge_s:,.0f} steps/s |"
+    )
     build_s = merge_s
     print(f"| embedding share of total build | {full_embed_s / (full_embed_s + build_s):.1%} |")
-    print(f"| memory: process RSS growth over the build (forest kept, vector table released) | {rss_after - rss_before:,.0f} MB |")
+    print(
+        f"| memory: process RSS growth over the build (forest kept, vector table released) | {rss_after - rss_before:,.0f} MB |"
+    )
     print(f"| memory: node table (Arrow) | {table_mb:,.1f} MB |")
     total_iterations = args.iterations * len(results)
-    print(f"| MCTS | {total_iterations / mcts_s:,.0f} iterations/s ({len(results)} trees x {args.iterations} in {mcts_s:.2f} s) |")
+    print(
+        f"| MCTS | {total_iterations / mcts_s:,.0f} iterations/s ({len(results)} trees x {args.iterations} in {mcts_s:.2f} s) |"
+    )
     print(f"| pair mining | {len(pairs):,} pairs in {pairs_s:.2f} s |")
     print()
 

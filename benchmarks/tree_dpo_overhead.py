@@ -36,9 +36,17 @@ def build_models(directory, hidden, layers):
 
     tokenizer = build_tiny_tokenizer(os.path.join(directory, "tokenizer"))
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     policy_dir, ref_dir = os.path.join(directory, "policy"), os.path.join(directory, "ref")
@@ -76,20 +84,34 @@ def main():
     mined = mine_pairs(forest, continuation=args.continuation, log=False)
     pairs = mined.to_dataset().shuffle(seed=0).select(range(min(args.pairs, len(mined))))
     common = dict(
-        output_dir=os.path.join(work, "out"), per_device_train_batch_size=args.batch_size, max_length=512, report_to="none",
-        use_cpu=True, bf16=False, save_strategy="no", disable_tqdm=True, learning_rate=1e-5, beta=0.1,
+        output_dir=os.path.join(work, "out"),
+        per_device_train_batch_size=args.batch_size,
+        max_length=512,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-5,
+        beta=0.1,
     )
 
     start = time.perf_counter()
     tree = tree_dpo_trainer.TreeDPOTrainer(
-        AutoModelForCausalLM.from_pretrained(policy_dir), ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-        args=TreeDPOConfig(**common), train_dataset=pairs, processing_class=tokenizer,
+        AutoModelForCausalLM.from_pretrained(policy_dir),
+        ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+        args=TreeDPOConfig(**common),
+        train_dataset=pairs,
+        processing_class=tokenizer,
     )
     tree_prep = time.perf_counter() - start
     start = time.perf_counter()
     plain = DPOTrainer(
-        AutoModelForCausalLM.from_pretrained(policy_dir), ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
-        args=DPOConfig(**common), train_dataset=pairs, processing_class=tokenizer,
+        AutoModelForCausalLM.from_pretrained(policy_dir),
+        ref_model=AutoModelForCausalLM.from_pretrained(ref_dir),
+        args=DPOConfig(**common),
+        train_dataset=pairs,
+        processing_class=tokenizer,
     )
     plain_prep = time.perf_counter() - start
 
@@ -115,15 +137,21 @@ def main():
 
     tree_median = statistics.median(times["TreeDPOTrainer"])
     plain_median = statistics.median(times["DPOTrainer"])
-    print(f"\nTreeDPO vs DPO: {len(pairs)} pairs ({args.continuation} continuations), batch {args.batch_size}, "
-          f"Llama hidden {args.hidden} x {args.layers} layers, {args.steps} timed steps each, {args.threads} threads\n")
+    print(
+        f"\nTreeDPO vs DPO: {len(pairs)} pairs ({args.continuation} continuations), batch {args.batch_size}, "
+        f"Llama hidden {args.hidden} x {args.layers} layers, {args.steps} timed steps each, {args.threads} threads\n"
+    )
     print("| trainer | median step (ms) | mean step (ms) | tokens/s | one-time preparation (s) |")
     print("|---|---|---|---|---|")
     for name, prep in (("DPOTrainer", plain_prep), ("TreeDPOTrainer", tree_prep)):
         series = times[name]
-        print(f"| {name} | {1000 * statistics.median(series):.1f} | {1000 * statistics.mean(series):.1f} | {tokens[name] / sum(series):,.0f} | {prep:.2f} |")
+        print(
+            f"| {name} | {1000 * statistics.median(series):.1f} | {1000 * statistics.mean(series):.1f} | {tokens[name] / sum(series):,.0f} | {prep:.2f} |"
+        )
     ratio = tree_median / plain_median
-    print(f"\nstep-time ratio TreeDPO / DPO (medians): {ratio:.3f} -> overhead {100 * (ratio - 1):+.1f}% (target <= +5%)")
+    print(
+        f"\nstep-time ratio TreeDPO / DPO (medians): {ratio:.3f} -> overhead {100 * (ratio - 1):+.1f}% (target <= +5%)"
+    )
     masked = sum(sum(e["chosen_loss_mask"]) for e in tree.train_dataset)
     total = sum(len(e["chosen_ids"]) for e in tree.train_dataset)
     print(f"chosen completion tokens trained on by TreeDPO: {masked:,} of {total:,} ({masked / max(total, 1):.1%})\n")

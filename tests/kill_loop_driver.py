@@ -29,7 +29,11 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from trainers.checkpointing import (  # noqa: E402
-    STAGING_PREFIX, TRASH_PREFIX, checkpoint_step, latest_complete_checkpoint, list_checkpoints,
+    STAGING_PREFIX,
+    TRASH_PREFIX,
+    checkpoint_step,
+    latest_complete_checkpoint,
+    list_checkpoints,
 )
 from trainers.data.schema import make_trajectory, to_dataset  # noqa: E402
 from trainers.testing import build_tiny_model, build_tiny_tokenizer  # noqa: E402
@@ -64,15 +68,25 @@ def _build_trainer(kind: str, model_dir: Path, tokenizer, output_dir: Path):
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     common = dict(
-        output_dir=str(output_dir), max_steps=MAX_STEPS, per_device_train_batch_size=4, logging_steps=1,
-        report_to=[], bf16=False, use_cpu=True, seed=3, save_strategy="steps", save_steps=1, save_total_limit=2,
-        learning_rate=1e-3, disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(output_dir),
+        max_steps=MAX_STEPS,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        seed=3,
+        save_strategy="steps",
+        save_steps=1,
+        save_total_limit=2,
+        learning_rate=1e-3,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     if kind == "offline":
+        from trainers.data.tokenization import tokenize_dataset
         from trainers.offline_rl_config import OfflineRLConfig
         from trainers.offline_rl_trainer import OfflineRLTrainer
-
-        from trainers.data.tokenization import tokenize_dataset
 
         args = OfflineRLConfig(loss_type="ilql", **common)
         if "offline" not in _TOKENIZED:  # tokenized once, before the lives are forked
@@ -82,12 +96,24 @@ def _build_trainer(kind: str, model_dir: Path, tokenizer, output_dir: Path):
     from trainers.bilevel_trainer import BilevelReweightTrainer
 
     args = BilevelReweightConfig(
-        method="boost", k_psi=2, k_theta=2, k_phi=1, embedding_cache_dir=str(output_dir.parent / "embedding-cache"),
-        alpha=1.0, reweight_learning_rate=1e-2, bc_weight=1.0, cql_weight=1.0, **{**common, "save_total_limit": 1},
+        method="boost",
+        k_psi=2,
+        k_theta=2,
+        k_phi=1,
+        embedding_cache_dir=str(output_dir.parent / "embedding-cache"),
+        alpha=1.0,
+        reweight_learning_rate=1e-2,
+        bc_weight=1.0,
+        cql_weight=1.0,
+        **{**common, "save_total_limit": 1},
     )
     return BilevelReweightTrainer(
-        model, args, train_dataset=to_dataset(_rows(8)), val_dataset=to_dataset(_rows(4, offset=1)),
-        synthetic_dataset=to_dataset(_rows(8, "synthetic", offset=3)), processing_class=tokenizer,
+        model,
+        args,
+        train_dataset=to_dataset(_rows(8)),
+        val_dataset=to_dataset(_rows(4, offset=1)),
+        synthetic_dataset=to_dataset(_rows(8, "synthetic", offset=3)),
+        processing_class=tokenizer,
     )
 
 
@@ -223,23 +249,27 @@ def main() -> None:
         time.sleep(0.01)
     entries = [json.loads(line) for line in report.read_text().splitlines()]
     finished = [e for e in entries if "finished" in e]
-    print(json.dumps({
-        "kills": kills,
-        "kills_during_save_or_rotation": during_save,
-        "restarts_after_a_finished_run": restarts,
-        "stalled_lives": stalled,
-        "newest_checkpoint_regressions": regressions,
-        "unexpected_exits": unexpected_exits,
-        "final_exit": os.waitstatus_to_exitcode(status),
-        "errors": [e["error"] for e in entries if "error" in e],
-        "resumed_from": [e["resumed_from"] for e in entries if "resumed_from" in e],
-        "reference": finished[0] if finished else None,
-        "final": finished[-1] if len(finished) > 1 else None,
-        "leftovers": sorted(p.name for p in output_dir.iterdir() if p.name.startswith(".")),
-        "checkpoints": sorted(p.name for p in output_dir.iterdir() if checkpoint_step(p) is not None),
-        "seconds_per_run": round(one_run, 2),
-        "max_steps": MAX_STEPS,
-    }))
+    print(
+        json.dumps(
+            {
+                "kills": kills,
+                "kills_during_save_or_rotation": during_save,
+                "restarts_after_a_finished_run": restarts,
+                "stalled_lives": stalled,
+                "newest_checkpoint_regressions": regressions,
+                "unexpected_exits": unexpected_exits,
+                "final_exit": os.waitstatus_to_exitcode(status),
+                "errors": [e["error"] for e in entries if "error" in e],
+                "resumed_from": [e["resumed_from"] for e in entries if "resumed_from" in e],
+                "reference": finished[0] if finished else None,
+                "final": finished[-1] if len(finished) > 1 else None,
+                "leftovers": sorted(p.name for p in output_dir.iterdir() if p.name.startswith(".")),
+                "checkpoints": sorted(p.name for p in output_dir.iterdir() if checkpoint_step(p) is not None),
+                "seconds_per_run": round(one_run, 2),
+                "max_steps": MAX_STEPS,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ print(applied, round(held - before), round(rss_mb() - before))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc")
 def test_freed_memory_is_kept_only_after_the_call():
     def run(mode):
-        out = subprocess.run([sys.executable, "-c", SCRIPT, mode], check=True, capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", SCRIPT, mode], check=True, capture_output=True, text=True
+        ).stdout.split()
         return out[0], int(out[1]), int(out[2])
 
     _, held, after_free = run("default")

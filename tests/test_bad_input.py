@@ -123,9 +123,14 @@ def test_truncated_parquet(tmp_path, target):
 
 
 def test_raw_eto_file_hints_at_the_converter(tmp_path):
-    record = {"id": "boil_1", "meta": {"reward": 1.0, "success": True, "steps": 3},
-              "conversations": [{"from": "human", "value": "Your task is to boil water."},
-                                {"from": "gpt", "value": "look around"}]}
+    record = {
+        "id": "boil_1",
+        "meta": {"reward": 1.0, "success": True, "steps": 3},
+        "conversations": [
+            {"from": "human", "value": "Your task is to boil water."},
+            {"from": "gpt", "value": "look around"},
+        ],
+    }
     path = _write(tmp_path, [record])
     hint = rf"field 'messages': missing .*looks like the 'eto' format.*converters\.load_trajectories\('{path}', 'eto'\)"
     with pytest.raises(TrajectoryValidationError, match=hint):
@@ -141,9 +146,11 @@ def test_raw_eto_file_hints_at_the_converter(tmp_path):
 
 
 def test_converter_reports_duplicate_ids_with_the_file(tmp_path):
-    record = {"id": "boil_1", "reward": 1.0,
-              "conversations": [{"from": "human", "value": "Your task is to boil water."},
-                                {"from": "gpt", "value": "look"}]}
+    record = {
+        "id": "boil_1",
+        "reward": 1.0,
+        "conversations": [{"from": "human", "value": "Your task is to boil water."}, {"from": "gpt", "value": "look"}],
+    }
     path = _write(tmp_path, [record, record])
     with pytest.raises(ConversionError, match=rf"{path}: record 1, field 'id': duplicate id"):
         convert_file(path, "eto")
@@ -171,8 +178,10 @@ def test_corrupt_value_heads_safetensors(heads_folder, damage):
     "edit, problem",
     [
         (lambda c: "{not json", "is not valid JSON"),
-        (lambda c: json.dumps({**{k: v for k, v in c.items() if k != "hidden_size"}, "hiden_size": 16}),
-         r"unknown field\(s\) \['hiden_size'\]"),
+        (
+            lambda c: json.dumps({**{k: v for k, v in c.items() if k != "hidden_size"}, "hiden_size": 16}),
+            r"unknown field\(s\) \['hiden_size'\]",
+        ),
         (lambda c: json.dumps({**c, "vocab_size": "32"}), "field 'vocab_size' must be int, got '32'"),
     ],
     ids=["not-json", "wrong-field-name", "wrong-type"],
@@ -210,8 +219,9 @@ def test_policy_marker_that_is_not_json(full_fine_tune_folder):
 
 def test_base_model_given_for_a_full_fine_tune_is_checked(tmp_path, full_fine_tune_folder, tiny_llama_path):
     other = tmp_path / "other-base"
-    small = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                        vocab_size=100)
+    small = LlamaConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, vocab_size=100
+    )
     small.save_pretrained(other)
     with pytest.raises(IncompatibleHeadsError, match=r"full fine-tune.*hidden_size 32 != 64; vocab_size 100 != "):
         load_value_guided_policy(str(full_fine_tune_folder), base_model=str(other), check_name=False)
@@ -224,8 +234,9 @@ def test_base_model_given_for_a_full_fine_tune_is_checked(tmp_path, full_fine_tu
 # ------------------------------------------------------------------------------ datasets (at trainer construction)
 def _trainer(tmp_path, tiny_llama_path, tokenizer, dataset):
     args = OfflineRLConfig(output_dir=str(tmp_path / "out"), max_steps=1, report_to=[], use_cpu=True, bf16=False)
-    return OfflineRLTrainer(AutoModelForCausalLM.from_pretrained(tiny_llama_path), args, train_dataset=dataset,
-                            processing_class=tokenizer)
+    return OfflineRLTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_path), args, train_dataset=dataset, processing_class=tokenizer
+    )
 
 
 @pytest.mark.parametrize(
@@ -273,10 +284,23 @@ def test_mcts_distill_over_an_empty_forest(tmp_path, tiny_llama_path, tiny_token
 def test_weight_zero_rows_train_when_others_carry_weight(tmp_path, tiny_llama_path, tiny_tokenizer):
     # a batch drawn only from weight-0 rows teaches nothing but must not stop the run
     dataset = to_dataset([_row(i, weight=1.0 if i == 0 else 0.0) for i in range(8)])
-    args = OfflineRLConfig(output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=2, report_to=[],
-                           use_cpu=True, bf16=False, save_strategy="no", logging_steps=1, disable_tqdm=True)
-    trainer = OfflineRLTrainer(AutoModelForCausalLM.from_pretrained(tiny_llama_path), args, train_dataset=dataset,
-                               processing_class=tiny_tokenizer)
+    args = OfflineRLConfig(
+        output_dir=str(tmp_path / "out"),
+        max_steps=4,
+        per_device_train_batch_size=2,
+        report_to=[],
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    trainer = OfflineRLTrainer(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+        args,
+        train_dataset=dataset,
+        processing_class=tiny_tokenizer,
+    )
     trainer.train()
     assert trainer.state.global_step == 4
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
@@ -286,8 +310,12 @@ def test_weight_zero_rows_train_when_others_carry_weight(tmp_path, tiny_llama_pa
     "edit, problem",
     [
         (lambda c: "{not json", "is not valid JSON"),
-        (lambda c: json.dumps({**{k: v for k, v in c.items() if k != "hidden_size"}, "hiden_size": c["hidden_size"]}),
-         r"hidden_size 4096 != 64 recorded in the value heads; unknown field\(s\) \['hiden_size'\]"),
+        (
+            lambda c: json.dumps(
+                {**{k: v for k, v in c.items() if k != "hidden_size"}, "hiden_size": c["hidden_size"]}
+            ),
+            r"hidden_size 4096 != 64 recorded in the value heads; unknown field\(s\) \['hiden_size'\]",
+        ),
         (lambda c: json.dumps({**c, "num_hidden_layers": "two"}), "num_hidden_layers"),
     ],
     ids=["not-json", "wrong-field-name", "wrong-type"],

@@ -14,7 +14,11 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from trainers.checkpointing import (
-    COMPLETE_MARKER, IncompleteCheckpointError, latest_complete_checkpoint, list_checkpoints, rotate,
+    COMPLETE_MARKER,
+    IncompleteCheckpointError,
+    latest_complete_checkpoint,
+    list_checkpoints,
+    rotate,
     write_complete_marker,
 )
 from trainers.data.schema import make_trajectory, to_dataset
@@ -34,7 +38,10 @@ def test_kill_loop_every_resume_continues_the_same_run(tmp_path, kind):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     completed = subprocess.run(
         [sys.executable, str(DRIVER), kind, str(tmp_path), "--kills", "20", "--seed", "1"],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads(completed.stdout.strip().splitlines()[-1])
@@ -107,20 +114,43 @@ def test_a_truncated_file_makes_a_checkpoint_incomplete(tmp_path, caplog):
 
 # ------------------------------------------------------------------------------ trainer-level behaviour
 def _rows():
-    return to_dataset([
-        make_trajectory([{"role": "user", "content": f"is it an animal {i}"},
-                         {"role": "assistant", "content": "yes " * (i % 3 + 1)}], [float(i % 2)], id=f"t{i}")
-        for i in range(8)
-    ])
+    return to_dataset(
+        [
+            make_trajectory(
+                [
+                    {"role": "user", "content": f"is it an animal {i}"},
+                    {"role": "assistant", "content": "yes " * (i % 3 + 1)},
+                ],
+                [float(i % 2)],
+                id=f"t{i}",
+            )
+            for i in range(8)
+        ]
+    )
 
 
 def _trainer(tmp_path, tiny_llama_path, tokenizer, cls=OfflineRLTrainer, **overrides):
-    values = dict(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, logging_steps=1,
-                  report_to=[], bf16=False, use_cpu=True, save_strategy="steps", save_steps=1, save_total_limit=2,
-                  disable_tqdm=True, seed=0)
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+        save_strategy="steps",
+        save_steps=1,
+        save_total_limit=2,
+        disable_tqdm=True,
+        seed=0,
+    )
     values.update(overrides)
-    return cls(AutoModelForCausalLM.from_pretrained(tiny_llama_path), OfflineRLConfig(**values), train_dataset=_rows(),
-               processing_class=tokenizer)
+    return cls(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_path),
+        OfflineRLConfig(**values),
+        train_dataset=_rows(),
+        processing_class=tokenizer,
+    )
 
 
 def test_resume_true_skips_an_incomplete_newest_checkpoint(tmp_path, tiny_llama_path, tiny_tokenizer, caplog):

@@ -46,7 +46,9 @@ def test_yaml_sets_fields_and_flags_override(tmp_path):
         use_peft=True,
         lora_r=16,
     )
-    run_args, trainer_args, model_args = parse_command("offline-rl", ["--config", config, "--gamma", "0.5", "--lora_r", "4"])
+    run_args, trainer_args, model_args = parse_command(
+        "offline-rl", ["--config", config, "--gamma", "0.5", "--lora_r", "4"]
+    )
     assert run_args.train_dataset == "owner/trajectories"
     assert trainer_args.learning_rate == 3e-5 and trainer_args.loss_type == "ilql"
     assert trainer_args.gamma == 0.5  # command line beats YAML
@@ -69,7 +71,9 @@ def test_every_command_parses_its_own_config(command, tmp_path):
 
 
 def test_command_specific_fields(tmp_path):
-    config = _yaml(tmp_path, model_name_or_path="m", output_dir=str(tmp_path / "o"), val_dataset="v", synthetic_dataset="s")
+    config = _yaml(
+        tmp_path, model_name_or_path="m", output_dir=str(tmp_path / "o"), val_dataset="v", synthetic_dataset="s"
+    )
     run_args, trainer_args, _ = parse_command("boost", ["--config", config, "--method", "bilevel"])
     assert run_args.val_dataset == "v" and run_args.synthetic_dataset == "s" and trainer_args.method == "bilevel"
     with pytest.raises(ValueError, match="not used.*--method"):  # a BOOST-only field is not an offline-rl field
@@ -98,9 +102,13 @@ def test_usage_and_unknown_command(capsys):
 
 def test_unavailable_trainer_is_named(monkeypatch, capsys, tmp_path):
     broken = dict(COMMANDS)
-    broken["tree-dpo"] = cli._Command("trainers.no_such_module", "TreeDPOTrainer", "trainers.tree_dpo_config", "TreeDPOConfig", "x")
+    broken["tree-dpo"] = cli._Command(
+        "trainers.no_such_module", "TreeDPOTrainer", "trainers.tree_dpo_config", "TreeDPOConfig", "x"
+    )
     monkeypatch.setattr(cli, "COMMANDS", broken)
-    with pytest.raises(TrainerUnavailableError, match=r"'tree-dpo' command needs trainers\.no_such_module\.TreeDPOTrainer"):
+    with pytest.raises(
+        TrainerUnavailableError, match=r"'tree-dpo' command needs trainers\.no_such_module\.TreeDPOTrainer"
+    ):
         cli._load("tree-dpo")
     assert main(["tree-dpo", "--output_dir", str(tmp_path)]) == 3
     assert "cannot be imported" in capsys.readouterr().err
@@ -114,8 +122,12 @@ def _trajectories(folder):
 
     rows = [
         make_trajectory(
-            [{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "Action: yes"},
-             {"role": "user", "content": "no"}, {"role": "assistant", "content": "Action: is it a tool"}],
+            [
+                {"role": "user", "content": f"is it an animal {i}"},
+                {"role": "assistant", "content": "Action: yes"},
+                {"role": "user", "content": "no"},
+                {"role": "assistant", "content": "Action: is it a tool"},
+            ],
             [0.0, float(i % 2)],
             id=f"t{i}",
         )
@@ -155,7 +167,12 @@ def test_module_entry_point_runs_offline_rl_with_lora(tmp_path, tiny_llama_path)
         lora_r=4,
         lora_target_modules=["q_proj", "v_proj"],
     )
-    result = subprocess.run([sys.executable, "-m", "trainers", "offline-rl", "--config", config], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainers", "offline-rl", "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "adapter_model.safetensors").exists() and (out / "adapter_config.json").exists()
 
@@ -165,16 +182,30 @@ def test_tiny_mcts_distill_and_tree_dpo_runs(tmp_path, tiny_llama_path):
     import datasets
 
     data = _trajectories(tmp_path / "paths")
-    common = dict(model_name_or_path=tiny_llama_path, max_steps=1, per_device_train_batch_size=2, bf16=False,
-                  save_strategy="no", disable_tqdm=True, max_length=128, logging_steps=1)
+    common = dict(
+        model_name_or_path=tiny_llama_path,
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_length=128,
+        logging_steps=1,
+    )
     config = _yaml(tmp_path, train_dataset=data, output_dir=str(tmp_path / "mcts"), **common)
     trainer = cli.run("mcts-distill", ["--config", config])
     assert trainer.state.global_step == 1 and (tmp_path / "mcts" / "model.safetensors").exists()
 
-    pairs = datasets.Dataset.from_list([
-        {"prompt": [{"role": "user", "content": f"task {i}: heat water"}],
-         "chosen": [{"role": "assistant", "content": "Action: go to kitchen"}],
-         "rejected": [{"role": "assistant", "content": "Action: open door"}]} for i in range(4)])
+    pairs = datasets.Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"task {i}: heat water"}],
+                "chosen": [{"role": "assistant", "content": "Action: go to kitchen"}],
+                "rejected": [{"role": "assistant", "content": "Action: open door"}],
+            }
+            for i in range(4)
+        ]
+    )
     pairs.to_parquet(str(tmp_path / "pairs.parquet"))
     config = _yaml(tmp_path, train_dataset=str(tmp_path / "pairs.parquet"), output_dir=str(tmp_path / "dpo"), **common)
     trainer = cli.run("tree-dpo", ["--config", config, "--beta", "0.2"])
@@ -186,9 +217,20 @@ def test_tiny_mcts_distill_and_tree_dpo_runs(tmp_path, tiny_llama_path):
 def test_qlora_flags_from_the_command_line(tmp_path, tiny_llama_path):
     # The documented QLoRA command, on CPU: 4-bit base through bitsandbytes, LoRA adapter trained.
     data = _trajectories(tmp_path / "data")
-    config = _yaml(tmp_path, model_name_or_path=tiny_llama_path, train_dataset=data, output_dir=str(tmp_path / "out"),
-                   max_steps=1, per_device_train_batch_size=2, bf16=False, save_strategy="no", disable_tqdm=True,
-                   max_length=128, lora_target_modules=["q_proj", "v_proj"], lora_r=4)
+    config = _yaml(
+        tmp_path,
+        model_name_or_path=tiny_llama_path,
+        train_dataset=data,
+        output_dir=str(tmp_path / "out"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_length=128,
+        lora_target_modules=["q_proj", "v_proj"],
+        lora_r=4,
+    )
     trainer = cli.run("offline-rl", ["--config", config, "--load_in_4bit", "true", "--use_peft", "true"])
     base = trainer.policy.base
     assert base.peft_config and any("4bit" in type(m).__name__ for m in base.modules())

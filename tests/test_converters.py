@@ -125,16 +125,41 @@ def test_split_in_context_examples_detects_by_episode_start():
     [
         ({"id": "a"}, "record 0, field 'conversations': missing"),
         ({"conversations": [], "reward": 1}, "record 0, field 'conversations': empty trajectory"),
-        ({"conversations": [{"from": "robot", "value": "x"}], "reward": 1}, r"conversations\[0\].from': unknown speaker 'robot'"),
-        ({"conversations": [{"from": "human", "value": 3}], "reward": 1}, r"conversations\[0\].value': expected a string"),
-        ({"conversations": [{"from": "human", "value": "obs"}], "reward": 1}, "no assistant"),
-        ({"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}], "reward": "high"}, "field 'reward': expected a number"),
-        ({"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}], "meta": {"reward": None}}, "field 'reward': missing"),
         (
-            {"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}, {"from": "gpt", "value": "b"}], "reward": 1},
+            {"conversations": [{"from": "robot", "value": "x"}], "reward": 1},
+            r"conversations\[0\].from': unknown speaker 'robot'",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": 3}], "reward": 1},
+            r"conversations\[0\].value': expected a string",
+        ),
+        ({"conversations": [{"from": "human", "value": "obs"}], "reward": 1}, "no assistant"),
+        (
+            {"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}], "reward": "high"},
+            "field 'reward': expected a number",
+        ),
+        (
+            {
+                "conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}],
+                "meta": {"reward": None},
+            },
+            "field 'reward': missing",
+        ),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "o"},
+                    {"from": "gpt", "value": "a"},
+                    {"from": "gpt", "value": "b"},
+                ],
+                "reward": 1,
+            },
             "two assistant messages in a row",
         ),
-        ({"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}], "reward": float("nan")}, "finite number"),
+        (
+            {"conversations": [{"from": "human", "value": "o"}, {"from": "gpt", "value": "a"}], "reward": float("nan")},
+            "finite number",
+        ),
     ],
 )
 def test_eto_malformed_records_name_record_and_field(record, match):
@@ -183,10 +208,16 @@ def test_twenty_questions_helpers():
     [
         ({"correct": True, "word": ["Cat"]}, "field 'lines': missing"),
         ({"lines": [], "correct": True, "word": ["Cat"]}, "field 'lines': empty trajectory"),
-        ({"lines": ["Is it a cat Yes."], "correct": True, "word": ["Cat"]}, r"field 'lines\[0\]': expected 'Question\? Answer.'"),
+        (
+            {"lines": ["Is it a cat Yes."], "correct": True, "word": ["Cat"]},
+            r"field 'lines\[0\]': expected 'Question\? Answer.'",
+        ),
         ({"lines": ["Is it a cat? Yes."], "correct": "yes", "word": ["Cat"]}, "field 'correct'"),
         ({"lines": ["Is it a cat? Yes."], "correct": True, "word": []}, "field 'word'"),
-        ({"lines": ["Is it? No."] * 21, "correct": False, "word": ["Cat"]}, "field 'lines': 21 questions exceed max_questions=20"),
+        (
+            {"lines": ["Is it? No."] * 21, "correct": False, "word": ["Cat"]},
+            "field 'lines': 21 questions exceed max_questions=20",
+        ),
     ],
 )
 def test_twenty_questions_malformed(record, match):
@@ -208,7 +239,10 @@ def test_car_dealer_boost_rewards_seller_is_agent():
     assert toyota["rewards"] == [0.0, 0.0, 44.0] and toyota["success"]
     # two consecutive seller lines are one action
     assert bmw["rewards"] == [0.0, 0.0]
-    assert bmw["messages"][-2]["content"] == "The BMW X7 has both. It is priced at $78,000. We also have financing options available."
+    assert (
+        bmw["messages"][-2]["content"]
+        == "The BMW X7 has both. It is priced at $78,000. We also have financing options available."
+    )
     assert not bmw["success"] and bmw["done"]
     # buyer opens: no synthetic first observation
     assert audi["messages"][1]["content"].startswith("Hi! I've always dreamed")
@@ -239,11 +273,17 @@ def test_car_dealer_without_output_is_unfinished_not_dropped():
     [
         (lambda r: r.pop("buyer_info"), "field 'buyer_info': missing"),
         (lambda r: r.__setitem__("lines", []), "field 'lines': empty trajectory"),
-        (lambda r: r["lines"][1].__setitem__("role", "Mechanic"), r"field 'lines\[1\].role': unknown speaker 'Mechanic'"),
+        (
+            lambda r: r["lines"][1].__setitem__("role", "Mechanic"),
+            r"field 'lines\[1\].role': unknown speaker 'Mechanic'",
+        ),
         (lambda r: r["lines"][1].pop("text"), r"field 'lines\[1\]': each line needs"),
         (lambda r: r["output"].__setitem__("car_bought", "yes"), "field 'output.car_bought'"),
         (lambda r: r["buyer_info"].pop("preferred_brands"), "field 'buyer_info.preferred_brands'"),
-        (lambda r: r.__setitem__("lines", [{"role": "Buyer", "text": "hi"}]), "field 'lines': empty trajectory: the seller never speaks"),
+        (
+            lambda r: r.__setitem__("lines", [{"role": "Buyer", "text": "hi"}]),
+            "field 'lines': empty trajectory: the seller never speaks",
+        ),
     ],
 )
 def test_car_dealer_malformed(mutate, match):
@@ -288,7 +328,10 @@ def test_repeated_opening_page_is_not_a_new_episode():
     turns = [
         {"from": "human", "value": opening},
         {"from": "gpt", "value": "Thought: search.\nAction: search[red socks]"},
-        {"from": "human", "value": "Observation:\nInstruction: [SEP] i need red socks [SEP] Back to Search [SEP] B01 [SEP] Socks"},
+        {
+            "from": "human",
+            "value": "Observation:\nInstruction: [SEP] i need red socks [SEP] Back to Search [SEP] B01 [SEP] Socks",
+        },
         {"from": "gpt", "value": "Thought: go back.\nAction: click[Back to Search]"},
         {"from": "human", "value": opening},
         {"from": "gpt", "value": "Thought: search again.\nAction: search[red cotton socks]"},

@@ -14,13 +14,34 @@ from trainers.envs.car_dealer import (
 )
 
 # BOOST appendix E.2
-PAPER_BRANDS = ["Volkswagen", "Lexus", "Ford", "Mazda", "Hyundai", "Toyota", "Mercedes-Benz", "BMW", "Audi", "Subaru", "Honda", "Porsche", "Tesla"]
+PAPER_BRANDS = [
+    "Volkswagen",
+    "Lexus",
+    "Ford",
+    "Mazda",
+    "Hyundai",
+    "Toyota",
+    "Mercedes-Benz",
+    "BMW",
+    "Audi",
+    "Subaru",
+    "Honda",
+    "Porsche",
+    "Tesla",
+]
 
 
 def buyer(brand="Toyota", **overrides):
     spec = {
-        "brand": brand, "preferred_type": "SUV", "preferred_features": ["heated seats", "sunroof"], "personality": "polite",
-        "budget": 30_000, "target_price": 30_000, "opening_offer": 25_000, "msrp": 34_000, "reveals_budget": False,
+        "brand": brand,
+        "preferred_type": "SUV",
+        "preferred_features": ["heated seats", "sunroof"],
+        "personality": "polite",
+        "budget": 30_000,
+        "target_price": 30_000,
+        "opening_offer": 25_000,
+        "msrp": 34_000,
+        "reveals_budget": False,
     }
     spec.update(overrides)
     return Task(task_id=f"{brand}|test", category=brand, spec=spec)
@@ -42,13 +63,29 @@ def run(env, task, actions, seed=0):
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("$32,500", [32_500]), ("It's yours for $32,500.", [32_500]), ("32500", [32_500]), ("$32500 even", [32_500]),
-        ("32.5k", [32_500]), ("$33K", [33_000]), ("32 grand", [32_000]), ("32 thousand", [32_000]),
-        ("45 thousand dollars", [45_000]), ("thirty two thousand", [32_000]), ("thirty-two thousand five hundred dollars", [32_500]),
-        ("twenty five k", [25_000]), ("$1.2 million", [1_200_000]), ("USD 28,000", [28_000]), ("28,000 dollars", [28_000]),
-        ("A 2024 model with 30,000 miles for $28,900", [28_900]), ("It gets 32 mpg and has 300 hp", []),
-        ("I'll take $2,000 off", []), ("only $450 a month", []), ("$5,000 down and the rest financed", []),
-        ("Let me save you 3,000 dollars", []), ("Hello, how are you?", []), ("", []),
+        ("$32,500", [32_500]),
+        ("It's yours for $32,500.", [32_500]),
+        ("32500", [32_500]),
+        ("$32500 even", [32_500]),
+        ("32.5k", [32_500]),
+        ("$33K", [33_000]),
+        ("32 grand", [32_000]),
+        ("32 thousand", [32_000]),
+        ("45 thousand dollars", [45_000]),
+        ("thirty two thousand", [32_000]),
+        ("thirty-two thousand five hundred dollars", [32_500]),
+        ("twenty five k", [25_000]),
+        ("$1.2 million", [1_200_000]),
+        ("USD 28,000", [28_000]),
+        ("28,000 dollars", [28_000]),
+        ("A 2024 model with 30,000 miles for $28,900", [28_900]),
+        ("It gets 32 mpg and has 300 hp", []),
+        ("I'll take $2,000 off", []),
+        ("only $450 a month", []),
+        ("$5,000 down and the rest financed", []),
+        ("Let me save you 3,000 dollars", []),
+        ("Hello, how are you?", []),
+        ("", []),
         ("MSRP is $40,000 but for you $36,000", [40_000, 36_000]),
     ],
 )
@@ -105,7 +142,12 @@ def test_quick_sale_rewards_by_hand():
     assert [r.done for r in boost] == [False, True]
     final = boost[-1]
     # 4 lines spoken (seller, buyer, seller, buyer) of 50
-    assert (final.reward, final.info["success"], final.info["sale_price"], final.info["turns"]) == (46.0, True, 29_500.0, 4)
+    assert (final.reward, final.info["success"], final.info["sale_price"], final.info["turns"]) == (
+        46.0,
+        True,
+        29_500.0,
+        4,
+    )
     assert boost[0].reward == 0.0
     lmrl = run(CarDealerEnv(reward_mode="lmrl"), task, actions)[-1]
     assert lmrl.reward == pytest.approx(29_500 / ((30_000 + 34_000) / 2))
@@ -125,7 +167,12 @@ def test_counter_offers_rise_toward_target_then_buyer_walks_away():
     for r, counter in zip(results[1:-1], counters):
         assert f"${counter:,.0f}" in r.observation
     last = results[-1]
-    assert (last.info["outcome"], last.info["success"], last.reward, last.info["failed_rounds"]) == ("walk_away_price", False, 0.0, 6)
+    assert (last.info["outcome"], last.info["success"], last.reward, last.info["failed_rounds"]) == (
+        "walk_away_price",
+        False,
+        0.0,
+        6,
+    )
     lmrl = run(CarDealerEnv(reward_mode="lmrl"), buyer(), ["Hi there!"] + ["It's $34,000."] * 10)[-1]
     assert lmrl.reward == pytest.approx(-(30_000 - 34_000) / 34_000)
 
@@ -152,7 +199,9 @@ def test_first_message_offer_without_brand_is_not_accepted_blind():
 
 
 def test_wrong_brand_or_type_repeatedly_makes_buyer_leave():
-    results = run(CarDealerEnv(max_mismatches=3), buyer(), ["How about a Honda?", "A great BMW then?", "What about a sedan?"])
+    results = run(
+        CarDealerEnv(max_mismatches=3), buyer(), ["How about a Honda?", "A great BMW then?", "What about a sedan?"]
+    )
     assert [r.info["mismatches"] for r in results] == [1, 2, 3]
     assert "Toyota" in results[0].observation or "toyota" in results[0].observation.lower()
     assert results[-1].done and results[-1].info["outcome"] == "walk_away_mismatch" and results[-1].reward == 0.0
@@ -208,7 +257,9 @@ def test_lmrl_record_converts_with_the_same_reward():
 
 
 def test_luxury_and_electric_buyers_accept_any_body_style():
-    luxury = run(CarDealerEnv(), buyer(preferred_type="luxury"), ["Hello!", "A Toyota sedan, top trim, for $29,000."])[-1]
+    luxury = run(CarDealerEnv(), buyer(preferred_type="luxury"), ["Hello!", "A Toyota sedan, top trim, for $29,000."])[
+        -1
+    ]
     assert luxury.done and luxury.info["mismatches"] == 0
     suv = run(CarDealerEnv(), buyer(preferred_type="SUV"), ["Hello!", "A luxury Toyota SUV for $29,000."])[-1]
     assert suv.done and suv.info["success"]

@@ -73,11 +73,21 @@ def test_every_object_has_a_unique_answer_profile(kb):
 
 def test_known_facts(kb):
     facts = {
-        ("Dog", "mammal"): True, ("Eagle", "mammal"): False, ("Dolphin", "aquatic"): True, ("Dog", "aquatic"): False,
-        ("Apple", "hold_one_hand"): True, ("Car", "hold_one_hand"): False, ("Hammer", "man_made"): True,
-        ("Tree", "man_made"): False, ("Elephant", "bigger_than_breadbox"): True, ("Pen", "bigger_than_breadbox"): False,
-        ("Car", "wheels"): True, ("Apple", "edible"): True, ("Toothbrush", "cat:Office Supplies"): False,
-        ("Shovel", "cat:Tools"): True, ("Tomato", "cat:Fruits"): False,
+        ("Dog", "mammal"): True,
+        ("Eagle", "mammal"): False,
+        ("Dolphin", "aquatic"): True,
+        ("Dog", "aquatic"): False,
+        ("Apple", "hold_one_hand"): True,
+        ("Car", "hold_one_hand"): False,
+        ("Hammer", "man_made"): True,
+        ("Tree", "man_made"): False,
+        ("Elephant", "bigger_than_breadbox"): True,
+        ("Pen", "bigger_than_breadbox"): False,
+        ("Car", "wheels"): True,
+        ("Apple", "edible"): True,
+        ("Toothbrush", "cat:Office Supplies"): False,
+        ("Shovel", "cat:Tools"): True,
+        ("Tomato", "cat:Fruits"): False,
     }
     for (name, attribute), expected in facts.items():
         assert kb.truth(name, attribute) is expected, (name, attribute)
@@ -101,11 +111,25 @@ def test_malformed_knowledge_base_names_file_and_entry(tmp_path):
 @pytest.mark.parametrize(
     "target, question",
     [
-        ("Dog", "Is it a dog?"), ("Dog", "Is it dogs?"), ("Dog", "is it a puppy"), ("Dog", "Is the object a dog?"),
-        ("Dog", "Dog?"), ("Dog", "Are you thinking of a dog?"), ("Apple", "Is it an apple?"), ("Apple", "Is it apples?"),
-        ("Tennis racket", "Is it a tennis racquet?"), ("Shoes", "Is it a pair of shoes?"), ("Shoes", "Is it a shoe?"),
-        ("Television", "Is it a TV?"), ("Cherry", "Is it cherries?"), ("Potato", "Is it a potato?"),
-        ("Airplane", "My guess is a plane"), ("Dog", "Is it a big dog?"), ("Apple", "Is it a red apple?"), ("Rubik's cube", "Is it a Rubik's Cube?"), ("Watering can", "Is it a watering-can?"),
+        ("Dog", "Is it a dog?"),
+        ("Dog", "Is it dogs?"),
+        ("Dog", "is it a puppy"),
+        ("Dog", "Is the object a dog?"),
+        ("Dog", "Dog?"),
+        ("Dog", "Are you thinking of a dog?"),
+        ("Apple", "Is it an apple?"),
+        ("Apple", "Is it apples?"),
+        ("Tennis racket", "Is it a tennis racquet?"),
+        ("Shoes", "Is it a pair of shoes?"),
+        ("Shoes", "Is it a shoe?"),
+        ("Television", "Is it a TV?"),
+        ("Cherry", "Is it cherries?"),
+        ("Potato", "Is it a potato?"),
+        ("Airplane", "My guess is a plane"),
+        ("Dog", "Is it a big dog?"),
+        ("Apple", "Is it a red apple?"),
+        ("Rubik's cube", "Is it a Rubik's Cube?"),
+        ("Watering can", "Is it a watering-can?"),
     ],
 )
 def test_correct_guesses_win(oracle, target, question):
@@ -115,7 +139,14 @@ def test_correct_guesses_win(oracle, target, question):
 
 @pytest.mark.parametrize(
     "target, question",
-    [("Cat", "Is it a dog?"), ("Cat", "Is it a big dog?"), ("Bush", "Is it a brush?"), ("Bus", "Is it a bush?"), ("Pan", "Is it a pen?"), ("Lion", "Is it a tiger?")],
+    [
+        ("Cat", "Is it a dog?"),
+        ("Cat", "Is it a big dog?"),
+        ("Bush", "Is it a brush?"),
+        ("Bus", "Is it a bush?"),
+        ("Pan", "Is it a pen?"),
+        ("Lion", "Is it a tiger?"),
+    ],
 )
 def test_wrong_guesses_answer_no(oracle, target, question):
     answer = oracle.answer(target, question)
@@ -136,10 +167,18 @@ def test_every_category_keyword_is_answered_truthfully(kb, oracle):
             assert answer.kind == "category", (question, answer)
             assert answer.answer == ("Yes." if kb.truth(obj, f"cat:{category}") else "No."), (question, obj.name)
     for question, target, expected in [
-        ("Is it a fruit?", "Apple", "Yes."), ("Is it a fruit?", "Carrot", "No."), ("Is it a type of vegetable?", "Carrot", "Yes."),
-        ("Is it an animal?", "Lion", "Yes."), ("Is it a kitchen utensil?", "Whisk", "Yes."), ("Is it a piece of furniture?", "Bed", "Yes."),
-        ("Is it a musical instrument?", "Harp", "Yes."), ("Is it a toy?", "Hammer", "No."), ("Is it a fruit or a vegetable?", "Carrot", "Yes."),
-        ("Is it clothing?", "Scarf", "Yes."), ("Is it a tool?", "Shovel", "Yes."), ("Is it an office supply?", "Toothbrush", "No."),
+        ("Is it a fruit?", "Apple", "Yes."),
+        ("Is it a fruit?", "Carrot", "No."),
+        ("Is it a type of vegetable?", "Carrot", "Yes."),
+        ("Is it an animal?", "Lion", "Yes."),
+        ("Is it a kitchen utensil?", "Whisk", "Yes."),
+        ("Is it a piece of furniture?", "Bed", "Yes."),
+        ("Is it a musical instrument?", "Harp", "Yes."),
+        ("Is it a toy?", "Hammer", "No."),
+        ("Is it a fruit or a vegetable?", "Carrot", "Yes."),
+        ("Is it clothing?", "Scarf", "Yes."),
+        ("Is it a tool?", "Shovel", "Yes."),
+        ("Is it an office supply?", "Toothbrush", "No."),
     ]:
         assert oracle.answer(target, question).answer == expected, (question, target)
 
@@ -268,7 +307,13 @@ def test_paraphrased_questions_use_the_attribute_bank(oracle):
 @pytest.mark.slow
 def test_full_episode_with_free_form_questions():
     env = TwentyQuestionsEnv()
-    questions = ["Is it a living thing?", "Does it live in water?", "Would you keep it as a pet at home?", "Does it bark?", "Is it a dog?"]
+    questions = [
+        "Is it a living thing?",
+        "Does it live in water?",
+        "Would you keep it as a pet at home?",
+        "Does it bark?",
+        "Is it a dog?",
+    ]
     results = play(env, "Dog", questions)
     assert [r.observation for r in results] == ["Yes.", "No.", "Yes.", "Yes.", "Yes."]
     assert results[-1].done and results[-1].reward == 15.0
@@ -309,7 +354,9 @@ def test_greedy_asker_identifies_every_object(kb):
             else:
                 attribute = min(first_phrasing, key=lambda a: abs(2 * len(candidates & members[a]) - len(candidates)))
                 result = env.step(first_phrasing[attribute])
-                candidates = candidates & members[attribute] if result.observation == "Yes." else candidates - members[attribute]
+                candidates = (
+                    candidates & members[attribute] if result.observation == "Yes." else candidates - members[attribute]
+                )
             if result.done:
                 break
         assert result.info["success"] and result.info["object"] == task.task_id, task.task_id
@@ -356,12 +403,21 @@ def test_embedding_path_with_a_stand_in_encoder(kb, tmp_path, monkeypatch):
     from trainers.envs import twenty_questions as tq
 
     monkeypatch.setenv("TRAINERS_CACHE", str(tmp_path))
-    fake = _AliasEncoder(kb, {"Does it dwell in water?": "Does it live in water?", "Is it of natural origin?": "Is it natural?"})
+    fake = _AliasEncoder(
+        kb, {"Does it dwell in water?": "Does it live in water?", "Is it of natural origin?": "Is it natural?"}
+    )
     monkeypatch.setitem(tq._EMBEDDING_CACHES, "alias-encoder", fake)
     oracle = TwentyQuestionsOracle(kb, encoder="alias-encoder")
     answers = oracle.answer_batch(
         ["Dolphin", "Dog", "Tree", "Hammer", "Dog", "Dog"],
-        ["Does it dwell in water?", "Does it dwell in water?", "Is it of natural origin?", "Is it of natural origin?", "Tell me a joke", "Is it alive"],
+        [
+            "Does it dwell in water?",
+            "Does it dwell in water?",
+            "Is it of natural origin?",
+            "Is it of natural origin?",
+            "Tell me a joke",
+            "Is it alive",
+        ],
     )
     assert [a.answer for a in answers] == ["Yes.", "No.", "Yes.", "No.", "No.", "Yes."]
     assert [a.kind for a in answers] == ["attribute"] * 4 + ["unclear", "attribute"]

@@ -8,8 +8,16 @@ import pytest
 
 from trainers.envs import Task, TextEnv, make_env
 from trainers.envs.webshop import (
-    WEBSHOP_CATEGORIES, Goal, Product, WebShopConfig, WebShopEnv, build_catalog, get_reward, normalize_color,
-    title_nouns, type_reward,
+    WEBSHOP_CATEGORIES,
+    Goal,
+    Product,
+    WebShopConfig,
+    WebShopEnv,
+    build_catalog,
+    get_reward,
+    normalize_color,
+    title_nouns,
+    type_reward,
 )
 from trainers.envs.webshop.pages import item_page, results_page, search_page
 
@@ -161,8 +169,12 @@ def test_pages_reproduce_the_published_episode_format():
     page = item_page(EXAMPLE_INSTRUCTION, _product())
     assert page.observation == EXAMPLE_ITEM
     assert {"6.76 fl oz (pack of 1)", "2.5 fl oz", "buy now", "< prev", "description"} <= set(page.clickables)
-    second = _product(asin="B000MJZOPK", title="L'eau d'Issey by Issey Miyake for Women 3.3 oz Eau de Toilette Spray",
-                      pricing=[49.98], price=49.98)
+    second = _product(
+        asin="B000MJZOPK",
+        title="L'eau d'Issey by Issey Miyake for Women 3.3 oz Eau de Toilette Spray",
+        pricing=[49.98],
+        price=49.98,
+    )
     results = [_product(), second] + [_product(asin=f"B00000{i:04d}") for i in range(48)]
     observation = results_page(EXAMPLE_INSTRUCTION, results, 1).observation
     assert observation.startswith(EXAMPLE_RESULTS_HEAD + " [SEP] ")
@@ -287,9 +299,7 @@ def test_step_cap_ends_the_episode_without_reward():
     assert done and reward == 0.0 and info["truncated"] and info["success"] is False and info["score"] == 0.0
 
 
-@pytest.mark.parametrize(
-    ("mode", "expected"), [("score", 1.0), ("discounted", 0.9**2), ("remaining", 13 / 15)]
-)
+@pytest.mark.parametrize(("mode", "expected"), [("score", 1.0), ("discounted", 0.9**2), ("remaining", 13 / 15)])
 def test_boost_training_reward_discounts_by_steps_to_checkout(mode, expected):
     env = WebShopEnv(num_products=360, reward_mode=mode)
     task = next(t for t in env.tasks() if not t.spec["goal_options"])
@@ -359,8 +369,9 @@ def test_reward_price_failure():
 
 
 def _typed(title, query="other query", breadcrumb="Toys › Puzzles › Jigsaw"):
-    return _product(title=title, query=query, product_category=breadcrumb, attributes=[], bullet_points=[],
-                    description="")
+    return _product(
+        title=title, query=query, product_category=breadcrumb, attributes=[], bullet_points=[], description=""
+    )
 
 
 TYPE_GOAL_NAME = "Acme Ceramic Coffee Mug Gift Box"  # nouns: acme ceramic coffee mug gift box
@@ -403,15 +414,21 @@ def test_type_factor_branches(title, query, breadcrumb, expected_type, title_sco
 
 # Real entries of items_ins_v2_1000.json (WebShop "small" setting) for the products below.
 REAL_ATTRIBUTE_SUBSET = {
-    "B07DJJXGB5": {"attributes": ["tea tree", "essential oils", "natural ingredients"],
-                   "instruction": "Find me scrubs & body treatments with tea tree, natural ingredients",
-                   "instruction_attributes": ["tea tree", "natural ingredients"]},
-    "B08X2PKKB2": {"attributes": ["rose gold", "lip balm", "skin care", "easy carry", "high quality"],
-                   "instruction": "Find me easy carry, high quality refillable containers with rose gold",
-                   "instruction_attributes": ["easy carry", "high quality", "rose gold"]},
-    "B005X7IXTK": {"attributes": ["body cream", "anti perspirant", "cruelty free"],
-                   "instruction": "Find me anti perspirant, cruelty free deodorants & antiperspirants",
-                   "instruction_attributes": ["anti perspirant", "cruelty free"]},
+    "B07DJJXGB5": {
+        "attributes": ["tea tree", "essential oils", "natural ingredients"],
+        "instruction": "Find me scrubs & body treatments with tea tree, natural ingredients",
+        "instruction_attributes": ["tea tree", "natural ingredients"],
+    },
+    "B08X2PKKB2": {
+        "attributes": ["rose gold", "lip balm", "skin care", "easy carry", "high quality"],
+        "instruction": "Find me easy carry, high quality refillable containers with rose gold",
+        "instruction_attributes": ["easy carry", "high quality", "rose gold"],
+    },
+    "B005X7IXTK": {
+        "attributes": ["body cream", "anti perspirant", "cruelty free"],
+        "instruction": "Find me anti perspirant, cruelty free deodorants & antiperspirants",
+        "instruction_attributes": ["anti perspirant", "cruelty free"],
+    },
     "B08GFNJN5R": {"attributes": []},
 }
 
@@ -419,14 +436,33 @@ REAL_ATTRIBUTE_SUBSET = {
 def _published_item(asin, name, query, breadcrumb, pricing, options, bullets, category="beauty"):
     """One product in the exact key layout of items_shuffle*.json."""
     return {
-        "name": name, "full_description": f"{name}. Made with care.", "pricing": pricing, "list_price": "",
-        "availability_quantity": None, "availability_status": "In Stock.",
-        "images": [f"https://m.media-amazon.com/images/I/{asin}.jpg"], "product_category": breadcrumb,
-        "average_rating": "", "small_description": bullets, "model": "",
-        "customization_options": options, "seller_id": "", "seller_name": "", "fulfilled_by_amazon": None,
-        "fast_track_message": "", "aplus_present": "", "small_description_old": "",
-        "product_information": {}, "brand": "Brand", "brand_url": "", "total_reviews": None,
-        "total_answered_questions": None, "asin": asin, "category": category, "query": query, "page": 1,
+        "name": name,
+        "full_description": f"{name}. Made with care.",
+        "pricing": pricing,
+        "list_price": "",
+        "availability_quantity": None,
+        "availability_status": "In Stock.",
+        "images": [f"https://m.media-amazon.com/images/I/{asin}.jpg"],
+        "product_category": breadcrumb,
+        "average_rating": "",
+        "small_description": bullets,
+        "model": "",
+        "customization_options": options,
+        "seller_id": "",
+        "seller_name": "",
+        "fulfilled_by_amazon": None,
+        "fast_track_message": "",
+        "aplus_present": "",
+        "small_description_old": "",
+        "product_information": {},
+        "brand": "Brand",
+        "brand_url": "",
+        "total_reviews": None,
+        "total_answered_questions": None,
+        "asin": asin,
+        "category": category,
+        "query": query,
+        "page": 1,
     }
 
 
@@ -438,27 +474,54 @@ def _option(value, price=None):
 def original_files(tmp_path):
     items = [
         _published_item(
-            "B07DJJXGB5", "Tea Tree Oil Body Scrub with Dead Sea Salt", "scrubs & body treatments",
-            "Beauty & Personal Care › Skin Care › Body › Scrubs & Body Treatments", "$14.95",
-            {"Size": [_option("8 Ounce"), _option("16 Ounce/Pack of 2")]}, ["Exfoliates dead skin", "Vegan"]),
+            "B07DJJXGB5",
+            "Tea Tree Oil Body Scrub with Dead Sea Salt",
+            "scrubs & body treatments",
+            "Beauty & Personal Care › Skin Care › Body › Scrubs & Body Treatments",
+            "$14.95",
+            {"Size": [_option("8 Ounce"), _option("16 Ounce/Pack of 2")]},
+            ["Exfoliates dead skin", "Vegan"],
+        ),
         _published_item(
-            "B08X2PKKB2", "Travel Bottles Set, Rose Gold Refillable Containers", "refillable containers",
+            "B08X2PKKB2",
+            "Travel Bottles Set, Rose Gold Refillable Containers",
+            "refillable containers",
             "Beauty & Personal Care › Tools & Accessories › Bags & Cases › Refillable Containers",
-            "$9.99 - $15.99", {"Color": [_option("Rose Gold"), _option("Silver")],
-                               "Size": [_option("3 Pack"), _option("6 Pack")]}, ["Leak proof", "TSA approved"]),
+            "$9.99 - $15.99",
+            {"Color": [_option("Rose Gold"), _option("Silver")], "Size": [_option("3 Pack"), _option("6 Pack")]},
+            ["Leak proof", "TSA approved"],
+        ),
         _published_item(
-            "B005X7IXTK", "Natural Deodorant Cream, Cruelty Free Antiperspirant", "deodorants & antiperspirants",
-            "Beauty & Personal Care › Personal Care › Deodorants & Antiperspirants", "$6.50", None,
-            "Lasts all day"),
+            "B005X7IXTK",
+            "Natural Deodorant Cream, Cruelty Free Antiperspirant",
+            "deodorants & antiperspirants",
+            "Beauty & Personal Care › Personal Care › Deodorants & Antiperspirants",
+            "$6.50",
+            None,
+            "Lasts all day",
+        ),
         _published_item(
-            "B08GFNJN5R", "Bamboo Hair Brush", "hair brushes",
-            "Beauty & Personal Care › Hair Care › Styling Tools › Brushes", "", {"Color": None}, []),
+            "B08GFNJN5R",
+            "Bamboo Hair Brush",
+            "hair brushes",
+            "Beauty & Personal Care › Hair Care › Styling Tools › Brushes",
+            "",
+            {"Color": None},
+            [],
+        ),
         _published_item(
-            "B0NOINS001", "Cotton Swabs 500 Count", "cotton balls & swabs",
-            "Beauty & Personal Care › Personal Care › Cotton Balls & Swabs", "$3.99", None, ["Soft"]),
+            "B0NOINS001",
+            "Cotton Swabs 500 Count",
+            "cotton balls & swabs",
+            "Beauty & Personal Care › Personal Care › Cotton Balls & Swabs",
+            "$3.99",
+            None,
+            ["Soft"],
+        ),
         _published_item("nan", "Broken listing", "x", "Beauty & Personal Care › Skin Care", "$1.00", None, []),
         _published_item(
-            "B07DJJXGB5", "Duplicate listing", "x", "Beauty & Personal Care › Skin Care", "$1.00", None, []),
+            "B07DJJXGB5", "Duplicate listing", "x", "Beauty & Personal Care › Skin Care", "$1.00", None, []
+        ),
     ]
     product_file = tmp_path / "items_shuffle_test.json"
     attribute_file = tmp_path / "items_ins_v2_test.json"
@@ -493,7 +556,8 @@ def test_loads_the_original_file_format(original_files):
     )
     assert scrub_goal.price_upper in (30.0, 40.0, 50.0)
     assert {t.category for t in env.tasks()} == {
-        "Beauty & Personal Care – Skin Care", "Beauty & Personal Care – Tools & Accessories",
+        "Beauty & Personal Care – Skin Care",
+        "Beauty & Personal Care – Tools & Accessories",
         "Beauty & Personal Care – Personal Care",
     }
 
@@ -528,12 +592,26 @@ def test_episode_on_original_files_scores_one(original_files):
 def test_human_goal_file(original_files, tmp_path):
     product_file, attribute_file = original_files
     human = tmp_path / "items_human_ins_test.json"
-    human.write_text(json.dumps({"B07DJJXGB5": [
-        {"asin": "B07DJJXGB5", "instruction": "i want a tea tree body scrub in 8 ounce.",
-         "instruction_attributes": ["tea tree"], "instruction_options": ["8 ounce"]},
-        {"asin": "B07DJJXGB5", "instruction": "skipped: no attributes", "instruction_attributes": [],
-         "instruction_options": []},
-    ]}))
+    human.write_text(
+        json.dumps(
+            {
+                "B07DJJXGB5": [
+                    {
+                        "asin": "B07DJJXGB5",
+                        "instruction": "i want a tea tree body scrub in 8 ounce.",
+                        "instruction_attributes": ["tea tree"],
+                        "instruction_options": ["8 ounce"],
+                    },
+                    {
+                        "asin": "B07DJJXGB5",
+                        "instruction": "skipped: no attributes",
+                        "instruction_attributes": [],
+                        "instruction_options": [],
+                    },
+                ]
+            }
+        )
+    )
     env = WebShopEnv(product_file=str(product_file), attribute_file=str(attribute_file), human_goal_file=str(human))
     assert len(env.goals) == 1
     goal = env.goals[0]

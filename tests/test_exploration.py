@@ -47,7 +47,9 @@ def test_explore_callable_policy_rows_scores_and_settings():
         return out
 
     schedule = [(0.5, 0.9), (1.3, 0.8)]
-    rows = explore(policy, ScoreEnv, TASKS, num_samples=3, sampling_schedule=schedule, batch_size=4, seed=7, progress=False)
+    rows = explore(
+        policy, ScoreEnv, TASKS, num_samples=3, sampling_schedule=schedule, batch_size=4, seed=7, progress=False
+    )
     assert validate_trajectories(rows) == 9
     assert [r["task_id"] for r in rows] == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert {r["source"] for r in rows} == {"weak"}
@@ -102,13 +104,21 @@ def test_explore_passes_schedule_to_generate(tiny_tokenizer):
             self.weight = torch.nn.Parameter(torch.zeros(1))
 
         def generate(self, input_ids, attention_mask, generation_config, **kwargs):
-            seen.append((generation_config.do_sample, generation_config.temperature, generation_config.top_p, len(input_ids)))
+            seen.append(
+                (generation_config.do_sample, generation_config.temperature, generation_config.top_p, len(input_ids))
+            )
             tail = torch.tensor([answer] * len(input_ids))
             return torch.cat([input_ids, tail], dim=1)
 
     rows = explore(
-        RecordingModel(), ScoreEnv, TASKS[:2], tokenizer=tiny_tokenizer, num_samples=2,
-        sampling_schedule=[(0.6, 0.8), (1.4, 0.95)], batch_size=8, progress=False,
+        RecordingModel(),
+        ScoreEnv,
+        TASKS[:2],
+        tokenizer=tiny_tokenizer,
+        num_samples=2,
+        sampling_schedule=[(0.6, 0.8), (1.4, 0.95)],
+        batch_size=8,
+        progress=False,
     )
     assert {(s[0], s[1], s[2]) for s in seen} == {(True, 0.6, 0.8), (True, 1.4, 0.95)}
     assert all(metadata_of(r)["final_score"] == 1.0 for r in rows)
@@ -118,8 +128,15 @@ def test_explore_passes_schedule_to_generate(tiny_tokenizer):
 @pytest.mark.slow
 def test_explore_tiny_llama_samples_differ(tiny_llama, tiny_tokenizer):
     rows = explore(
-        tiny_llama, ScoreEnv, TASKS[:1], tokenizer=tiny_tokenizer, num_samples=4,
-        sampling_schedule=DEFAULT_SAMPLING_SCHEDULE[:2], max_new_tokens=6, autocast=False, progress=False,
+        tiny_llama,
+        ScoreEnv,
+        TASKS[:1],
+        tokenizer=tiny_tokenizer,
+        num_samples=4,
+        sampling_schedule=DEFAULT_SAMPLING_SCHEDULE[:2],
+        max_new_tokens=6,
+        autocast=False,
+        progress=False,
     )
     actions = {tuple(m["content"] for m in r["messages"] if m["role"] == "assistant") for r in rows}
     assert len(actions) > 1  # sampling, not four copies of one greedy answer

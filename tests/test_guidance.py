@@ -8,16 +8,22 @@ from trainers.modeling import ValueGuidedLogitsProcessor, ValueHeadPolicy, Value
 
 
 def _prompt(tokenizer):
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "is it an animal"}], tokenize=False,
-                                         add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "is it an animal"}], tokenize=False, add_generation_prompt=True
+    )
     return tokenizer(text, return_tensors="pt")
 
 
 def _greedy(model, inputs, processors=None, n=6):
     with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=n, do_sample=False, logits_processor=processors,
-                             pad_token_id=model.config.pad_token_id)
-    return out[0, inputs["input_ids"].shape[1]:].tolist()
+        out = model.generate(
+            **inputs,
+            max_new_tokens=n,
+            do_sample=False,
+            logits_processor=processors,
+            pad_token_id=model.config.pad_token_id,
+        )
+    return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
 def _biased_heads(model, loss_type, favoured, online_favoured=None, scale=50.0):

@@ -59,7 +59,10 @@ def test_template_found_from_package_resources_without_the_checkout(monkeypatch,
 # ----------------------------------------------------------------------------------------- cards
 def test_model_card_metadata_parses_back_with_model_index():
     results = make_eval_results(
-        {"success_rate": 0.42, "average_reward": 0.61}, dataset_name="WebShop", dataset_type="webshop", dataset_split="eval"
+        {"success_rate": 0.42, "average_reward": 0.61},
+        dataset_name="WebShop",
+        dataset_type="webshop",
+        dataset_split="eval",
     )
     card = render_card(
         "adapter_card",
@@ -84,7 +87,7 @@ def test_model_card_metadata_parses_back_with_model_index():
     assert all(r.dataset_split == "eval" and r.dataset_name == "WebShop" for r in parsed.data.eval_results)
     text = parsed.text
     assert "`gamma` | `0.99`" in text
-    assert "AutoPeftModelForCausalLM.from_pretrained(\"me/boost-webshop\")" in text
+    assert 'AutoPeftModelForCausalLM.from_pretrained("me/boost-webshop")' in text
     assert "https://huggingface.co/datasets/me/webshop-trajectories" in text
     assert "| WebShop | eval | success rate | 0.42 |" in text
 
@@ -93,7 +96,9 @@ def test_eval_results_as_dicts_and_bad_keys():
     card = render_card(
         "adapter_card",
         model_name="m",
-        eval_results=[dict(task_type="rl", dataset_type="20q", dataset_name="20Q", metric_type="reward", metric_value=-3.5)],
+        eval_results=[
+            dict(task_type="rl", dataset_type="20q", dataset_name="20Q", metric_type="reward", metric_value=-3.5)
+        ],
     )
     assert ModelCard(str(card)).data.eval_results[0].metric_value == -3.5
     with pytest.raises(ValueError, match=r"eval_results\[0\] has unknown keys \['score'\]"):
@@ -122,7 +127,13 @@ def test_dataset_card_is_a_dataset_card_with_schema_and_protocol():
     parsed = DatasetCard(str(card))
     assert parsed.data.pretty_name == "Trajectories"
     assert parsed.data.configs[0]["data_files"][0]["split"] == "train"
-    for needle in ("`rewards`", "one reward per assistant turn", "30% of categories", "WebShop human demonstrations", 'load_dataset("me/traj"'):
+    for needle in (
+        "`rewards`",
+        "one reward per assistant turn",
+        "30% of categories",
+        "WebShop human demonstrations",
+        'load_dataset("me/traj"',
+    ):
         assert needle in parsed.text
 
 
@@ -190,7 +201,11 @@ class _Head(HubCardMixin, nn.Module, PyTorchModelHubMixin):
         self.base_model = base_model
 
     def card_fields(self):
-        return {"base_model": self.base_model, "is_adapter": False, "hyperparameters": {"hidden": self.linear.in_features}}
+        return {
+            "base_model": self.base_model,
+            "is_adapter": False,
+            "hyperparameters": {"hidden": self.linear.in_features},
+        }
 
 
 def test_mixin_saves_card_and_loads_back(tmp_path):
@@ -222,8 +237,12 @@ def test_mixin_failed_save_keeps_previous_folder(tmp_path, monkeypatch):
 def test_save_policy_writes_adapter_and_card(tmp_path, tiny_llama, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    save_policy(model, tmp_path / "policy", tokenizer=tiny_tokenizer, repo_id="me/policy", trainer_class="TreeDPOTrainer")
+    model = get_peft_model(
+        tiny_llama, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    )
+    save_policy(
+        model, tmp_path / "policy", tokenizer=tiny_tokenizer, repo_id="me/policy", trainer_class="TreeDPOTrainer"
+    )
     names = {p.name for p in (tmp_path / "policy").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= names
     card = ModelCard.load(tmp_path / "policy" / "README.md")
@@ -259,8 +278,6 @@ def pushed(local_hub, tmp_path_factory, tiny_llama_path, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainers.data.hub_io import push_trajectories, push_weights
-    from trainers.data.schema import make_trajectory, to_dataset
 
     work = tmp_path_factory.mktemp("pushed")
     expected = {}
@@ -268,7 +285,9 @@ def pushed(local_hub, tmp_path_factory, tiny_llama_path, tiny_tokenizer):
     torch.manual_seed(0)
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_llama_path),
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False
+        ),
     )
     ids = tiny_tokenizer("buy now blue item", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -289,7 +308,9 @@ def _push_all(model, tiny_tokenizer, work, expected):
         tokenizer=tiny_tokenizer,
         local_dir=work / "policy",
         trainer_class="OfflineRLTrainer",
-        eval_results=make_eval_results({"success_rate": 0.25}, dataset_name="TwentyQuestions", dataset_type="twenty_questions"),
+        eval_results=make_eval_results(
+            {"success_rate": 0.25}, dataset_name="TwentyQuestions", dataset_type="twenty_questions"
+        ),
     )
 
     rows = [

@@ -15,7 +15,11 @@ from trainers.hub import HubPushError
 def _rows(n=4):
     return [
         make_trajectory(
-            [{"role": "system", "content": "buy a mug"}, {"role": "user", "content": f"page {i}"}, {"role": "assistant", "content": f"click[{i}]"}],
+            [
+                {"role": "system", "content": "buy a mug"},
+                {"role": "user", "content": f"page {i}"},
+                {"role": "assistant", "content": f"click[{i}]"},
+            ],
             [0.5 * i],
             id=f"t{i}",
             task_id=f"task{i % 2}",
@@ -33,7 +37,9 @@ def ds():
 
 
 def test_save_then_load_hub_layout_keeps_rows_and_features(ds, tmp_path):
-    folder = save_trajectories(ds, tmp_path / "traj", {"pretty_name": "Mugs", "license": "mit", "split_protocol": "all train"})
+    folder = save_trajectories(
+        ds, tmp_path / "traj", {"pretty_name": "Mugs", "license": "mit", "split_protocol": "all train"}
+    )
     assert (folder / "data" / "train-00000-of-00001.parquet").exists()
     back = load_trajectories(folder, split="train")
     assert back.features == ds.features

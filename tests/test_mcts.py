@@ -3,8 +3,8 @@
 import math
 
 import pytest
-
 from test_tree import FakeEmbedder, trajectory
+
 from trainers.data.schema import validate_trajectories
 from trainers.tree import best_path_rows, build_forest, mcts_search, ranked_paths, run_mcts, select_child, ucb
 

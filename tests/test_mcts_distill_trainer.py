@@ -5,9 +5,9 @@ import math
 import datasets
 import pytest
 import torch
+from test_tree import FakeEmbedder, trajectory
 from transformers import AutoModelForCausalLM
 
-from test_tree import FakeEmbedder, trajectory
 from trainers.mcts_distill_config import MCTSDistillConfig
 from trainers.mcts_distill_trainer import MCTSDistillTrainer, NoBestPathsError
 from trainers.tree import best_path_rows, build_forest, run_mcts

@@ -34,7 +34,9 @@ def test_load_local_folder_with_dtypes(tiny_llama_path):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(OSError, match="could not load causal LM: 'no-such-org/no-such-model' is neither a local folder"):
+    with pytest.raises(
+        OSError, match="could not load causal LM: 'no-such-org/no-such-model' is neither a local folder"
+    ):
         load_causal_lm("no-such-org/no-such-model")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -112,7 +114,10 @@ def test_real_conversion_matches_gguf_greedy_output(tmp_path):
     gguf = smollm2_gguf_file()
     reference = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     outputs = []
     for model in (converted, reference):
@@ -121,4 +126,6 @@ def test_real_conversion_matches_gguf_greedy_output(tmp_path):
             outputs.append(model.generate(**prompt, max_new_tokens=8, do_sample=False)[0].tolist())
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) > prompt["input_ids"].shape[1]
-    print(f"conversion took {convert_seconds:.1f}s; greedy: {tokenizer.decode(outputs[0][prompt['input_ids'].shape[1]:])!r}")
+    print(
+        f"conversion took {convert_seconds:.1f}s; greedy: {tokenizer.decode(outputs[0][prompt['input_ids'].shape[1] :])!r}"
+    )

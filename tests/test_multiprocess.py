@@ -170,8 +170,14 @@ SCRIPT = textwrap.dedent(
 
 def _env(tmp_path, deepspeed: bool):
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               PYTHONUNBUFFERED="1", MASTER_ADDR="127.0.0.1")
+    env.update(
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        MASTER_ADDR="127.0.0.1",
+    )
     if deepspeed:
         env["DS_ACCELERATOR"] = "cpu"
     return env
@@ -233,10 +239,14 @@ def _check(results, trainer: str, out: Path, initial: Path, *, replicated: bool,
     ranks = [results.get((trainer, rank)) for rank in (0, 1)]
     assert all(r is not None for r in ranks), f"{trainer}: missing rank results {sorted(results)}"
     for record in ranks:
-        assert "error" not in record, f"{trainer} rank {record['rank']}: {record.get('error')}\n{record.get('traceback')}"
+        assert "error" not in record, (
+            f"{trainer} rank {record['rank']}: {record.get('error')}\n{record.get('traceback')}"
+        )
         assert record["world_size"] == 2 and record["steps"] >= 2 and record["deepspeed"] == deepspeed
         assert record["losses"] and all(loss == loss for loss in record["losses"])  # logged and not NaN
-    assert all(r["zero3_partitioned"] == (deepspeed and not replicated) for r in ranks), f"{trainer}: ZeRO-3 partitioning"
+    assert all(r["zero3_partitioned"] == (deepspeed and not replicated) for r in ranks), (
+        f"{trainer}: ZeRO-3 partitioning"
+    )
     if replicated:
         assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6), f"{trainer}: replicas diverged"
     loaded = dict(_load_back(trainer, out / trainer).named_parameters())
@@ -285,8 +295,19 @@ def ddp_results(setup):
     """DDP (gloo) through accelerate launch and the shipped cpu_ddp_2proc.yaml."""
     root, script, model = setup
     out = root / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp_2proc.yaml"),
-               "--main_process_port", str(free_port()), str(script), str(model), str(out), ",".join(DDP_TRAINERS)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "cpu_ddp_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        str(model),
+        str(out),
+        ",".join(DDP_TRAINERS),
+    ]
     return _launch(command, _env(root, deepspeed=False), out)
 
 
@@ -297,8 +318,19 @@ def zero2_results(setup):
     out = root / "zero2"
     env = _env(root, deepspeed=True)
     env["MP_DEEPSPEED_CONFIG"] = str(_deepspeed_json(root, 2))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-               str(script), str(model), str(out), ",".join(ZERO2_TRAINERS)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        str(script),
+        str(model),
+        str(out),
+        ",".join(ZERO2_TRAINERS),
+    ]
     return _launch(command, env, out)
 
 
@@ -307,8 +339,19 @@ def zero3_results(setup):
     """DeepSpeed ZeRO-3 through accelerate launch and the shipped cpu_deepspeed_zero3.yaml."""
     root, script, model = setup
     out = root / "zero3"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_deepspeed_zero3.yaml"),
-               "--main_process_port", str(free_port()), str(script), str(model), str(out), ",".join(ZERO3_TRAINERS)]
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "cpu_deepspeed_zero3.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        str(model),
+        str(out),
+        ",".join(ZERO3_TRAINERS),
+    ]
     return _launch(command, _env(root, deepspeed=True), out)
 
 
@@ -339,21 +382,52 @@ def test_cli_under_accelerate_ddp(setup, tmp_path):
 
     _, _, model = setup
     rows = [
-        make_trajectory([{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "Action: yes"}],
-                        [float(i % 2)], id=f"t{i}")
+        make_trajectory(
+            [{"role": "user", "content": f"is it an animal {i}"}, {"role": "assistant", "content": "Action: yes"}],
+            [float(i % 2)],
+            id=f"t{i}",
+        )
         for i in range(8)
     ]
     save_trajectories(to_dataset(rows), tmp_path / "data")
     out = tmp_path / "out"
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump(dict(
-        model_name_or_path=str(model), train_dataset=str(tmp_path / "data"), output_dir=str(out),
-        num_train_epochs=1, per_device_train_batch_size=2, use_cpu=True, bf16=False, report_to="none",
-        save_strategy="epoch", logging_steps=1, disable_tqdm=True, max_length=64, seed=0,
-    )))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp_2proc.yaml"),
-               "--main_process_port", str(free_port()), "-m", "trainers", "offline-rl", "--config", str(config)]
-    result = subprocess.run(command, env=_env(tmp_path, deepspeed=False), capture_output=True, text=True, timeout=600, cwd=REPO)
+    config.write_text(
+        yaml.safe_dump(
+            dict(
+                model_name_or_path=str(model),
+                train_dataset=str(tmp_path / "data"),
+                output_dir=str(out),
+                num_train_epochs=1,
+                per_device_train_batch_size=2,
+                use_cpu=True,
+                bf16=False,
+                report_to="none",
+                save_strategy="epoch",
+                logging_steps=1,
+                disable_tqdm=True,
+                max_length=64,
+                seed=0,
+            )
+        )
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(CONFIGS / "cpu_ddp_2proc.yaml"),
+        "--main_process_port",
+        str(free_port()),
+        "-m",
+        "trainers",
+        "offline-rl",
+        "--config",
+        str(config),
+    ]
+    result = subprocess.run(
+        command, env=_env(tmp_path, deepspeed=False), capture_output=True, text=True, timeout=600, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     # 8 rows / (2 processes x 2 per device) = 2 optimizer steps; one process would take 4
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
@@ -367,8 +441,10 @@ def test_boost_backends_agree(ddp_results, zero2_results, zero3_results):
     Under ZeRO the groups outside a phase get zero gradients; if their optimizer groups were stepped,
     Adam's state would advance during other phases and the theta step (hence the phi loss) would differ.
     """
-    losses = {name: results[("boost", 0)].get("losses") for name, results in
-              (("ddp", ddp_results), ("zero2", zero2_results), ("zero3", zero3_results))}
+    losses = {
+        name: results[("boost", 0)].get("losses")
+        for name, results in (("ddp", ddp_results), ("zero2", zero2_results), ("zero3", zero3_results))
+    }
     assert all(value and len(value) == 3 for value in losses.values()), losses
     for name in ("zero2", "zero3"):
         assert losses[name] == pytest.approx(losses["ddp"], rel=1e-3, abs=1e-5), losses

@@ -60,13 +60,19 @@ def _model(path):
 
 @pytest.mark.parametrize("loss_type", ["mc", "ilql"])
 def test_training_steps_log_value_metrics(tmp_path, tiny_llama_path, tiny_tokenizer, loss_type):
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path, loss_type=loss_type), train_dataset=_rows(),
-                               processing_class=tiny_tokenizer)
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        _args(tmp_path, loss_type=loss_type),
+        train_dataset=_rows(),
+        processing_class=tiny_tokenizer,
+    )
     before = [p.detach().clone() for p in trainer.value_heads.q_heads.parameters()]
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2 and all(torch.isfinite(torch.tensor(entry["loss"])) for entry in logs)
-    expected = {"q_mean", "td_error", "cql", "bc", "q_loss"} | ({"v_mean", "v_loss"} if loss_type == "ilql" else {"mc_return_mean"})
+    expected = {"q_mean", "td_error", "cql", "bc", "q_loss"} | (
+        {"v_mean", "v_loss"} if loss_type == "ilql" else {"mc_return_mean"}
+    )
     assert expected <= set(logs[0])
     after = list(trainer.value_heads.q_heads.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
@@ -75,7 +81,9 @@ def test_training_steps_log_value_metrics(tmp_path, tiny_llama_path, tiny_tokeni
 def test_fixed_weights_are_honoured(tmp_path, tiny_llama_path, tiny_tokenizer):
     weights = [1.0, 0.0, 3.0, 2.0]
     dataset = _rows(4, weights=weights)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path), train_dataset=dataset, processing_class=tiny_tokenizer)
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path), _args(tmp_path), train_dataset=dataset, processing_class=tiny_tokenizer
+    )
     collate = TrajectoryCollator(tiny_tokenizer.pad_token_id)
     batch = collate([trainer.train_dataset[i] for i in range(4)])
     assert batch["weights"].tolist() == weights
@@ -98,10 +106,21 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path, tiny_llama_path, 
     dataset = _rows(4)
     results = []
     for name, batch_size, accumulation in (("big", 4, 1), ("accumulated", 2, 2)):
-        args = _args(tmp_path, name, max_steps=1, per_device_train_batch_size=batch_size,
-                     gradient_accumulation_steps=accumulation, optim="sgd", learning_rate=0.05,
-                     lr_scheduler_type="constant", max_grad_norm=1e9, loss_type="ilql")
-        trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=dataset, processing_class=tiny_tokenizer)
+        args = _args(
+            tmp_path,
+            name,
+            max_steps=1,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            optim="sgd",
+            learning_rate=0.05,
+            lr_scheduler_type="constant",
+            max_grad_norm=1e9,
+            loss_type="ilql",
+        )
+        trainer = OfflineRLTrainer(
+            _model(tiny_llama_path), args, train_dataset=dataset, processing_class=tiny_tokenizer
+        )
         trainer.train()
         results.append({k: v.detach().clone() for k, v in trainer.policy.named_parameters()})
     big, accumulated = results
@@ -113,8 +132,13 @@ def test_lora_step_trains_adapter_and_heads_only_and_polyak_follows(tmp_path, ti
     from peft import LoraConfig
 
     args = _args(tmp_path, loss_type="ilql", max_steps=1, polyak_rate=0.1)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer,
-                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        args,
+        train_dataset=_rows(),
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     policy = trainer.policy
     before = {k: v.detach().clone() for k, v in policy.named_parameters()}
     trainable = {k for k, v in policy.named_parameters() if v.requires_grad}
@@ -141,20 +165,28 @@ def test_save_and_load_value_guided_policy_round_trip(tmp_path, tiny_llama_path,
     from peft import LoraConfig
 
     args = _args(tmp_path, loss_type="ilql", max_steps=2, beta=4.0, learning_rate=5e-3)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer,
-                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        args,
+        train_dataset=_rows(),
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     trainer.train()
     trainer.save_model()
     folder = tmp_path / "out"
-    assert {"adapter_model.safetensors", "adapter_config.json", "offline_rl_policy.json", "value_heads"} <= set(os.listdir(folder))
+    assert {"adapter_model.safetensors", "adapter_config.json", "offline_rl_policy.json", "value_heads"} <= set(
+        os.listdir(folder)
+    )
     assert not (folder / "model.safetensors").exists()
     record = json.loads((folder / "offline_rl_policy.json").read_text())
     assert record["adapter"] is True and record["beta"] == 4.0 and record["loss_type"] == "ilql"
     card = (folder / "value_heads" / "README.md").read_text()
     assert "- cql_weight: `10.0`" in card and "- LoRA: `True`" in card and "library_name: trainers" in card
 
-    prompt = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "is it an animal"}], tokenize=False,
-                                                add_generation_prompt=True)
+    prompt = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "is it an animal"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tiny_tokenizer(prompt, return_tensors="pt")
     live = trainer.guided_policy()
     live.policy.eval()
@@ -187,15 +219,25 @@ def test_resume_gives_the_same_next_losses(tmp_path, tiny_llama_path, tiny_token
 
     dataset = _rows(8)
     common = dict(loss_type="ilql", max_steps=4, per_device_train_batch_size=2, learning_rate=1e-3, polyak_rate=0.2)
-    full = OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path, "full", save_strategy="steps", save_steps=2, **common),
-                            train_dataset=dataset, processing_class=tiny_tokenizer, peft_config=peft_config())
+    full = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        _args(tmp_path, "full", save_strategy="steps", save_steps=2, **common),
+        train_dataset=dataset,
+        processing_class=tiny_tokenizer,
+        peft_config=peft_config(),
+    )
     full.train()
     full_losses = [e["loss"] for e in full.state.log_history if "loss" in e]
     checkpoint = tmp_path / "full" / "checkpoint-2"
     assert (checkpoint / "value_heads" / "model.safetensors").is_file() and (checkpoint / "optimizer.pt").is_file()
 
-    resumed = OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path, "resumed", **common),
-                               train_dataset=dataset, processing_class=tiny_tokenizer, peft_config=peft_config())
+    resumed = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        _args(tmp_path, "resumed", **common),
+        train_dataset=dataset,
+        processing_class=tiny_tokenizer,
+        peft_config=peft_config(),
+    )
     resumed.train(resume_from_checkpoint=str(checkpoint))
     # the restored log history holds steps 1-2; steps 3-4 are the ones computed after resuming
     resumed_losses = [e["loss"] for e in resumed.state.log_history if "loss" in e and e["step"] > 2]
@@ -207,17 +249,30 @@ def test_resume_gives_the_same_next_losses(tmp_path, tiny_llama_path, tiny_token
 
 def test_pretokenized_datasets_and_bad_datasets(tmp_path, tiny_llama_path, tiny_tokenizer):
     tokenized = tokenize_dataset(_rows(4), tiny_tokenizer, max_length=256)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path, max_steps=1), train_dataset=tokenized,
-                               eval_dataset=tokenized, processing_class=tiny_tokenizer)
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        _args(tmp_path, max_steps=1),
+        train_dataset=tokenized,
+        eval_dataset=tokenized,
+        processing_class=tiny_tokenizer,
+    )
     trainer.train()
     metrics = trainer.evaluate()
     assert "eval_loss" in metrics and "eval_q_mean" in metrics
     with pytest.raises(ValueError, match=r"lacks \['token_dones'"):
-        OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path), train_dataset=tokenized.remove_columns("token_dones"),
-                         processing_class=tiny_tokenizer)
+        OfflineRLTrainer(
+            _model(tiny_llama_path),
+            _args(tmp_path),
+            train_dataset=tokenized.remove_columns("token_dones"),
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="expected trajectory rows"):
-        OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path), train_dataset=tokenized.select_columns(["id"]),
-                         processing_class=tiny_tokenizer)
+        OfflineRLTrainer(
+            _model(tiny_llama_path),
+            _args(tmp_path),
+            train_dataset=tokenized.select_columns(["id"]),
+            processing_class=tiny_tokenizer,
+        )
     with pytest.raises(ValueError, match="loss_type"):
         _args(tmp_path, loss_type="ppo")
 
@@ -232,15 +287,22 @@ def test_live_rollout_evaluation_is_called_and_logged(tmp_path, tiny_llama_path,
         return {"return_mean": 1.5, "success_rate": 0.25}
 
     args = _args(tmp_path, max_steps=2, eval_rollout_steps=1, eval_rollout_episodes=3, beta=2.0)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer,
-                               eval_env="scripted-env", rollout_fn=rollout_fn)
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        args,
+        train_dataset=_rows(),
+        processing_class=tiny_tokenizer,
+        eval_env="scripted-env",
+        rollout_fn=rollout_fn,
+    )
     trainer.train()
     assert [c[:3] for c in calls] == [("scripted-env", 3, 2.0)] * 2
     logged = [e for e in trainer.state.log_history if "eval_rollout/return_mean" in e]
     assert len(logged) == 2 and logged[0]["eval_rollout/success_rate"] == 0.25
     with pytest.raises(ValueError, match="both eval_env and rollout_fn"):
-        OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer,
-                         rollout_fn=rollout_fn)
+        OfflineRLTrainer(
+            _model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer, rollout_fn=rollout_fn
+        )
 
 
 @pytest.mark.slow
@@ -248,8 +310,13 @@ def test_qlora_step_on_cpu(tmp_path, tiny_llama_path, tiny_tokenizer):
     from peft import LoraConfig
 
     args = _args(tmp_path, max_steps=1, load_in_4bit=True)
-    trainer = OfflineRLTrainer(tiny_llama_path, args, train_dataset=_rows(4), processing_class=tiny_tokenizer,
-                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = OfflineRLTrainer(
+        tiny_llama_path,
+        args,
+        train_dataset=_rows(4),
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     base = trainer.policy.base.get_base_model()
     assert base.is_loaded_in_4bit
     assert type(base.model.layers[0].self_attn.k_proj).__name__ == "Linear4bit"
@@ -288,8 +355,11 @@ def _color_rows(n_red=12, n_blue=4):
     env = ColorEnv()
     rows = []
     for i, (answer, reward) in enumerate([("red", 0.0)] * n_red + [("blue", 1.0)] * n_blue):
-        messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": "is it blue"},
-                    {"role": "assistant", "content": answer}]
+        messages = [
+            {"role": "system", "content": env.system_prompt},
+            {"role": "user", "content": "is it blue"},
+            {"role": "assistant", "content": answer},
+        ]
         rows.append(make_trajectory(messages, [reward], id=f"color-{i}"))
     return to_dataset(rows)
 
@@ -299,11 +369,23 @@ def test_value_guided_policy_beats_the_base_policy_in_live_evaluation(tmp_path, 
     # Offline data: the behaviour policy mostly answers "red" (return 0) and sometimes "blue" (return 1).
     # Behaviour cloning makes the base policy say "red"; the MC Q head learns that "blue" is worth more,
     # so the guided policy log pi_base + beta * Q should say "blue".
-    args = _args(tmp_path, loss_type="mc", max_steps=40, per_device_train_batch_size=8, learning_rate=1e-2,
-                 cql_weight=0.1, bc_weight=1.0, beta=8.0, eval_rollout_episodes=4, eval_rollout_max_new_tokens=4,
-                 eval_rollout_batch_size=4, logging_steps=10)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_color_rows(), processing_class=tiny_tokenizer,
-                               eval_env=ColorEnv())
+    args = _args(
+        tmp_path,
+        loss_type="mc",
+        max_steps=40,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        cql_weight=0.1,
+        bc_weight=1.0,
+        beta=8.0,
+        eval_rollout_episodes=4,
+        eval_rollout_max_new_tokens=4,
+        eval_rollout_batch_size=4,
+        logging_steps=10,
+    )
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path), args, train_dataset=_color_rows(), processing_class=tiny_tokenizer, eval_env=ColorEnv()
+    )
     trainer.train()
     guided = trainer.evaluate_rollouts()
     base = trainer.evaluate_rollouts(beta=0.0)
@@ -325,18 +407,25 @@ def test_push_and_load_from_a_hub_repo_id(tmp_path, tiny_llama_path, tiny_tokeni
     from trainers.testing.hub import LocalHub
 
     args = _args(tmp_path, loss_type="mc", max_steps=1, beta=2.0, learning_rate=5e-3)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(4), processing_class=tiny_tokenizer,
-                               peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        args,
+        train_dataset=_rows(4),
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
     trainer.train()
     trainer.save_model()
-    prompt = tiny_tokenizer.apply_chat_template([{"role": "user", "content": "is it food"}], tokenize=False,
-                                                add_generation_prompt=True)
+    prompt = tiny_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "is it food"}], tokenize=False, add_generation_prompt=True
+    )
     ids = tiny_tokenizer(prompt).input_ids
     live = trainer.guided_policy()
     live.policy.eval()
     with torch.no_grad():
-        expected = live.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False,
-                                 pad_token_id=tiny_tokenizer.pad_token_id)[0].tolist()
+        expected = live.generate(
+            input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id
+        )[0].tolist()
     live.processor.detach()
 
     with LocalHub(tmp_path / "hub") as hub:
@@ -355,8 +444,13 @@ def test_push_and_load_from_a_hub_repo_id(tmp_path, tiny_llama_path, tiny_tokeni
                               "same_heads": all(torch.equal(a, b) for a, b in zip(heads.state_dict().values(),
                                                 policy.heads.state_dict().values()))}}))
         """
-        result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=hub.client_env(),
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=hub.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["tokens"] == expected
@@ -369,10 +463,20 @@ def test_activation_checkpointing_gives_the_same_training(tmp_path, tiny_llama_p
 
     runs = []
     for checkpointing in (False, True):
-        args = _args(tmp_path, f"gc-{checkpointing}", loss_type="ilql", activation_checkpointing=checkpointing,
-                     learning_rate=1e-3)
-        trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=_rows(), processing_class=tiny_tokenizer,
-                                   peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+        args = _args(
+            tmp_path,
+            f"gc-{checkpointing}",
+            loss_type="ilql",
+            activation_checkpointing=checkpointing,
+            learning_rate=1e-3,
+        )
+        trainer = OfflineRLTrainer(
+            _model(tiny_llama_path),
+            args,
+            train_dataset=_rows(),
+            processing_class=tiny_tokenizer,
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        )
         trainer.train()
         assert trainer.policy.base.get_base_model().is_activation_checkpointing == checkpointing
         runs.append([e["loss"] for e in trainer.state.log_history if "loss" in e])
@@ -391,7 +495,9 @@ def test_without_bc_the_lm_head_is_untouched_and_the_trunk_trains(tmp_path, tiny
 
 
 @pytest.mark.slow
-def test_value_guided_policy_beats_the_base_policy_on_built_in_twenty_questions(tmp_path, tiny_llama_path, tiny_tokenizer):
+def test_value_guided_policy_beats_the_base_policy_on_built_in_twenty_questions(
+    tmp_path, tiny_llama_path, tiny_tokenizer
+):
     # The built-in Twenty Questions with the hidden object "Cat". The offline data mostly guesses "dog"
     # (no reward) and sometimes "cat" (19 questions remaining): behaviour cloning makes the base policy
     # guess "dog" every turn (return 0), while the MC Q head learns that "cat" is worth 19.
@@ -401,14 +507,37 @@ def test_value_guided_policy_beats_the_base_policy_on_built_in_twenty_questions(
     (cat,) = [task for task in env.tasks() if task.task_id == "Cat"]
     rows = []
     for i, (guess, reward) in enumerate([("dog", 0.0)] * 12 + [("cat", 19.0)] * 4):
-        messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": env.reset(cat)},
-                    {"role": "assistant", "content": f"Is it a {guess}?"}]
-        rows.append(make_trajectory(messages, [reward], id=f"20q-{i}", task_id="Cat", category="Animals", done=reward > 0))
-    args = _args(tmp_path, loss_type="mc", max_steps=40, per_device_train_batch_size=8, learning_rate=1e-2,
-                 cql_weight=0.1, bc_weight=1.0, beta=1.0, eval_rollout_episodes=2, eval_rollout_max_new_tokens=12,
-                 eval_rollout_batch_size=2, logging_steps=10, max_length=512)
-    trainer = OfflineRLTrainer(_model(tiny_llama_path), args, train_dataset=to_dataset(rows), processing_class=tiny_tokenizer,
-                               eval_env=env, eval_tasks=[cat])
+        messages = [
+            {"role": "system", "content": env.system_prompt},
+            {"role": "user", "content": env.reset(cat)},
+            {"role": "assistant", "content": f"Is it a {guess}?"},
+        ]
+        rows.append(
+            make_trajectory(messages, [reward], id=f"20q-{i}", task_id="Cat", category="Animals", done=reward > 0)
+        )
+    args = _args(
+        tmp_path,
+        loss_type="mc",
+        max_steps=40,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
+        cql_weight=0.1,
+        bc_weight=1.0,
+        beta=1.0,
+        eval_rollout_episodes=2,
+        eval_rollout_max_new_tokens=12,
+        eval_rollout_batch_size=2,
+        logging_steps=10,
+        max_length=512,
+    )
+    trainer = OfflineRLTrainer(
+        _model(tiny_llama_path),
+        args,
+        train_dataset=to_dataset(rows),
+        processing_class=tiny_tokenizer,
+        eval_env=env,
+        eval_tasks=[cat],
+    )
     trainer.train()
     guided = trainer.evaluate_rollouts()
     base = trainer.evaluate_rollouts(beta=0.0)
@@ -429,7 +558,9 @@ def test_the_trainer_uses_every_core_under_accelerate_launch(tmp_path, tiny_llam
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        OfflineRLTrainer(_model(tiny_llama_path), _args(tmp_path), train_dataset=_rows(), processing_class=tiny_tokenizer)
+        OfflineRLTrainer(
+            _model(tiny_llama_path), _args(tmp_path), train_dataset=_rows(), processing_class=tiny_tokenizer
+        )
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)

@@ -1,8 +1,8 @@
 """Divergence-point preference pairs on hand-built trees with known answers."""
 
 import pytest
-
 from test_tree import FakeEmbedder, trajectory
+
 from trainers.tree import NoPreferencePairsError, build_forest, mine_pairs
 
 SYS = "You are a science agent."
@@ -16,8 +16,18 @@ def _forest(rows):
 def _known_rows():
     # look -> kitchen -> heat (1.0) | look -> kitchen -> open (0.0) | look -> bedroom (0.0)
     return [
-        trajectory("t", [(INSTR, "", "look around"), ("hallway", "go", "go to kitchen"), ("kitchen", "", "heat water")], 1.0, id="A"),
-        trajectory("t", [(INSTR, "", "look around"), ("hallway", "go", "go to kitchen"), ("kitchen", "", "open door")], 0.0, id="B"),
+        trajectory(
+            "t",
+            [(INSTR, "", "look around"), ("hallway", "go", "go to kitchen"), ("kitchen", "", "heat water")],
+            1.0,
+            id="A",
+        ),
+        trajectory(
+            "t",
+            [(INSTR, "", "look around"), ("hallway", "go", "go to kitchen"), ("kitchen", "", "open door")],
+            0.0,
+            id="B",
+        ),
         trajectory("t", [(INSTR, "", "look around"), ("hallway", "", "go to bedroom")], 0.0, id="C"),
     ]
 
@@ -53,7 +63,11 @@ def test_rejected_path_follows_the_worst_branch():
     rows[2] = trajectory("t", [(INSTR, "", "look around"), ("hallway", "", "go to bedroom")], 0.9, id="C")
     first = mine_pairs(_forest(rows), continuation="path").pairs[0]
     assert first["chosen"] == [{"role": "assistant", "content": "Action: go to bedroom"}]
-    assert [m["content"] for m in first["rejected"]] == ["Thought: go\nAction: go to kitchen", "kitchen", "Action: open door"]
+    assert [m["content"] for m in first["rejected"]] == [
+        "Thought: go\nAction: go to kitchen",
+        "kitchen",
+        "Action: open door",
+    ]
 
 
 def test_step_continuation_and_margin():

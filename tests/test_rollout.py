@@ -182,8 +182,14 @@ def test_batched_greedy_equals_sequential_greedy(tiny_llama, tiny_tokenizer):
 @pytest.mark.slow
 def test_sampling_is_seeded_and_settings_recorded(tiny_llama, tiny_tokenizer):
     kwargs = dict(
-        tokenizer=tiny_tokenizer, do_sample=True, temperature=1.5, top_p=0.9, max_new_tokens=5, batch_size=3,
-        autocast=False, progress=False,
+        tokenizer=tiny_tokenizer,
+        do_sample=True,
+        temperature=1.5,
+        top_p=0.9,
+        max_new_tokens=5,
+        batch_size=3,
+        autocast=False,
+        progress=False,
     )
     tasks = talk_tasks()[:3]
     first = rollout(tiny_llama, TalkEnv, tasks, seed=3, **kwargs)
@@ -211,8 +217,14 @@ def test_logits_processor_steers_generation(tiny_llama, tiny_tokenizer):
             return out
 
     rows = rollout(
-        tiny_llama, TalkEnv, talk_tasks()[:3], tokenizer=tiny_tokenizer, logits_processor=[Force()],
-        max_new_tokens=3, batch_size=3, progress=False,
+        tiny_llama,
+        TalkEnv,
+        talk_tasks()[:3],
+        tokenizer=tiny_tokenizer,
+        logits_processor=[Force()],
+        max_new_tokens=3,
+        batch_size=3,
+        progress=False,
     )
     assert Force.calls > 0
     for row in rows:

@@ -30,14 +30,25 @@ class TalkEnv:
 
 
 def talk_tasks():
-    return [Task(f"t{i}", "c", {"width": width, "turns": turns})
-            for i, (width, turns) in enumerate([(1, 4), (5, 3), (2, 5), (8, 2), (3, 4)])]
+    return [
+        Task(f"t{i}", "c", {"width": width, "turns": turns})
+        for i, (width, turns) in enumerate([(1, 4), (5, 3), (2, 5), (8, 2), (3, 4)])
+    ]
 
 
 def _roll(model, tokenizer, reuse, **kwargs):
     return rollout(
-        model, TalkEnv, talk_tasks(), tokenizer=tokenizer, batch_size=3, max_new_tokens=6, autocast=False,
-        progress=False, reuse_kv_cache=reuse, stop_sequences=(), **kwargs,
+        model,
+        TalkEnv,
+        talk_tasks(),
+        tokenizer=tokenizer,
+        batch_size=3,
+        max_new_tokens=6,
+        autocast=False,
+        progress=False,
+        reuse_kv_cache=reuse,
+        stop_sequences=(),
+        **kwargs,
     )
 
 

@@ -19,7 +19,10 @@ from trainers.data.schema import (
 def _messages(n_turns=2, system=True):
     messages = [{"role": "system", "content": "rules"}] if system else []
     for i in range(n_turns):
-        messages += [{"role": "user", "content": f"obs {i}"}, {"role": "assistant", "content": f"Thought: t\nAction: a{i}"}]
+        messages += [
+            {"role": "user", "content": f"obs {i}"},
+            {"role": "assistant", "content": f"Thought: t\nAction: a{i}"},
+        ]
     return messages
 
 
@@ -51,13 +54,62 @@ def test_valid_rows_pass():
     "overrides, field, problem",
     [
         ({"messages": []}, "messages", "empty trajectory"),
-        ({"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "o"}], "rewards": []}, "messages", "no assistant turn"),
-        ({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}], "rewards": [1.0]}, "messages[1].role", "two user messages in a row"),
-        ({"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}], "rewards": [1.0]}, "messages[1].role", "first turn after the system prompt must be a user"),
-        ({"messages": [{"role": "user", "content": "o"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "rewards": [0.0, 1.0]}, "messages[2].role", "two assistant messages in a row"),
-        ({"messages": [{"role": "user", "content": "o"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}], "rewards": [1.0]}, "messages[1].role", "system message may only come first"),
-        ({"messages": [{"role": "user", "content": "o"}, {"role": "tool", "content": "t"}]}, "messages[1].role", "unknown role 'tool'"),
-        ({"messages": [{"role": "user", "content": "o"}, {"role": "assistant", "content": 5}]}, "messages[1].content", "content must be a string"),
+        (
+            {"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "o"}], "rewards": []},
+            "messages",
+            "no assistant turn",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ],
+                "rewards": [1.0],
+            },
+            "messages[1].role",
+            "two user messages in a row",
+        ),
+        (
+            {"messages": [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"}], "rewards": [1.0]},
+            "messages[1].role",
+            "first turn after the system prompt must be a user",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "o"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                ],
+                "rewards": [0.0, 1.0],
+            },
+            "messages[2].role",
+            "two assistant messages in a row",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "o"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "a"},
+                ],
+                "rewards": [1.0],
+            },
+            "messages[1].role",
+            "system message may only come first",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "o"}, {"role": "tool", "content": "t"}]},
+            "messages[1].role",
+            "unknown role 'tool'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "o"}, {"role": "assistant", "content": 5}]},
+            "messages[1].content",
+            "content must be a string",
+        ),
         ({"messages": [{"role": "user"}]}, "messages[0]", "needs 'role' and 'content'"),
         ({"rewards": [1.0]}, "rewards", "rewards length mismatch: 1 rewards for 2 assistant turns"),
         ({"rewards": [0.0, 1.0, 2.0]}, "rewards", "3 rewards for 2 assistant turns"),
@@ -88,7 +140,10 @@ def test_missing_category_only_when_required():
 def test_to_dataset_validates_and_defaults():
     with pytest.raises(TrajectoryValidationError, match="row 1"):
         to_dataset([_row(), _row(rewards=[math.nan, 1.0])])
-    minimal = [{"messages": _messages(1), "rewards": [2.0]}, {"messages": _messages(1), "rewards": [0.0], "metadata": {"parent_id": "x"}}]
+    minimal = [
+        {"messages": _messages(1), "rewards": [2.0]},
+        {"messages": _messages(1), "rewards": [0.0], "metadata": {"parent_id": "x"}},
+    ]
     ds = to_dataset(minimal)
     assert ds.features["messages"] == TRAJECTORY_FEATURES["messages"]
     assert list(ds["id"]) == ["traj-0", "traj-1"] and list(ds["success"]) == [True, False]
@@ -109,11 +164,19 @@ def _check_roundtrip(original, loaded):
         assert a["messages"] == b["messages"]
         assert a["rewards"] == pytest.approx(b["rewards"])
         assert metadata_of(a) == metadata_of(b)
-        assert (a["id"], a["category"], a["source"], a["done"], a["success"]) == (b["id"], b["category"], b["source"], b["done"], b["success"])
+        assert (a["id"], a["category"], a["source"], a["done"], a["success"]) == (
+            b["id"],
+            b["category"],
+            b["source"],
+            b["done"],
+            b["success"],
+        )
 
 
 def test_save_to_disk_roundtrip(tmp_path):
-    ds = to_dataset([_row(), _row(id="ep-2", rewards=[0.5, -1.25], source="synthetic", metadata=json.dumps({"parent_id": "ep-1"}))])
+    ds = to_dataset(
+        [_row(), _row(id="ep-2", rewards=[0.5, -1.25], source="synthetic", metadata=json.dumps({"parent_id": "ep-1"}))]
+    )
     ds.save_to_disk(str(tmp_path / "trajectories"))
     loaded = datasets.load_from_disk(str(tmp_path / "trajectories"))
     assert loaded.features == ds.features

@@ -135,8 +135,12 @@ def test_attach_synthetic_only_from_train(dataset):
     merged = attach_synthetic(splits["train"], good)
     assert len(merged) == len(splits["train"]) + 1
     assert merged[-1]["source"] == "synthetic" and merged[-1]["id"] == "real-1000"
-    leak = to_dataset([_row(1001, "x", source="synthetic", parent=train_id), _row(1002, "x", source="synthetic", parent=val_id)])
-    with pytest.raises(TrajectoryValidationError, match=rf"row 1 \(id='synthetic-1002'\), field 'metadata.parent_id'.*{val_id}"):
+    leak = to_dataset(
+        [_row(1001, "x", source="synthetic", parent=train_id), _row(1002, "x", source="synthetic", parent=val_id)]
+    )
+    with pytest.raises(
+        TrajectoryValidationError, match=rf"row 1 \(id='synthetic-1002'\), field 'metadata.parent_id'.*{val_id}"
+    ):
         attach_synthetic(splits["train"], leak)
     orphan = to_dataset([_row(1003, "x", source="synthetic")])
     with pytest.raises(TrajectoryValidationError, match="does not record the train trajectory"):

@@ -29,7 +29,12 @@ class Scripted(SyntheticTrajectoryGenerator):
     """Replaces the LM by scripted turns so that the rules and bookkeeping are checked exactly."""
 
     def __init__(self, env_name, env_turns, agent_turns, **kwargs):
-        super().__init__(model=_NoModel(), tokenizer=None, config=SyntheticConfig(env_name=env_name, **kwargs), generator_id="scripted")
+        super().__init__(
+            model=_NoModel(),
+            tokenizer=None,
+            config=SyntheticConfig(env_name=env_name, **kwargs),
+            generator_id="scripted",
+        )
         self.env_turns, self.agent_turns = list(env_turns), list(agent_turns)
 
     def _env_prompt(self, episode):
@@ -62,7 +67,11 @@ def test_twenty_questions_reward_is_questions_remaining():
     assert row["category"] == "Kitchen Tools" and row["task_id"] == "whisk"
     # seed kept: system prompt, first observation, first action
     assert row["messages"][:3] == _tq_row(0)["messages"][:3]
-    assert [m["content"] for m in row["messages"] if m["role"] == "assistant"] == ["Is it alive?", "Is it big?", "Is it a whisk?"]
+    assert [m["content"] for m in row["messages"] if m["role"] == "assistant"] == [
+        "Is it alive?",
+        "Is it big?",
+        "Is it a whisk?",
+    ]
     assert row["rewards"] == [0.0, 0.0, 17.0]  # 20 - 3 questions asked
     assert row["success"] and row["done"]
     validate_trajectories(ds)
@@ -83,7 +92,9 @@ def test_car_dealer_agreement_with_price_and_walk_away():
         category="Honda",
         metadata={"buyer_info": {"budget": 24000, "preferred_brands": "Honda"}},
     )
-    deal = Scripted("car_dealer", ["Too much. $23,000?", "Deal, I'll buy it for $24,000."], ["How about $24,000?"]).generate([seed], show_progress=False)[0]
+    deal = Scripted(
+        "car_dealer", ["Too much. $23,000?", "Deal, I'll buy it for $24,000."], ["How about $24,000?"]
+    ).generate([seed], show_progress=False)[0]
     # lines so far: buyer opening + 2 seller + 2 buyer = 5; 50 - 5 remaining
     assert deal["rewards"] == [0.0, 45.0] and deal["success"]
     assert metadata_of(deal)["price"] == 24000.0
@@ -96,17 +107,25 @@ def test_car_dealer_agreement_with_price_and_walk_away():
 def test_webshop_buy_now_scored_by_rule():
     instruction = "i need a blue yoga mat that is extra thick, and price lower than 40.00 dollars"
     seed = make_trajectory(
-        [{"role": "user", "content": f"WebShop [SEP] Instruction: [SEP] {instruction} [SEP] Search"},
-         {"role": "assistant", "content": "Action: search[blue yoga mat]"}],
+        [
+            {"role": "user", "content": f"WebShop [SEP] Instruction: [SEP] {instruction} [SEP] Search"},
+            {"role": "assistant", "content": "Action: search[blue yoga mat]"},
+        ],
         [0.0],
         id="ws",
     )
     results = "[Back to Search] [SEP] B07K4Q2LMN [SEP] Thick Yoga Mat [SEP] $25.99"
     page = "[< Prev] [SEP] color [SEP] blue [SEP] red [SEP] Extra Thick Yoga Mat [SEP] Price: $25.99 [SEP] Buy Now"
-    good = Scripted("webshop", [results, page, "You have clicked blue."], ["Action: click[B07K4Q2LMN]", "Action: click[blue]", "Action: click[Buy Now]"]).generate([seed], show_progress=False)[0]
+    good = Scripted(
+        "webshop",
+        [results, page, "You have clicked blue."],
+        ["Action: click[B07K4Q2LMN]", "Action: click[blue]", "Action: click[Buy Now]"],
+    ).generate([seed], show_progress=False)[0]
     assert good["rewards"] == [0.0, 0.0, 0.0, 1.0] and good["success"]
     cheap_page = page.replace("Extra Thick ", "").replace("$25.99", "$55.00")
-    bad = Scripted("webshop", [results, cheap_page], ["Action: click[B07K4Q2LMN]", "Action: click[Buy Now]"]).generate([seed], show_progress=False)[0]
+    bad = Scripted("webshop", [results, cheap_page], ["Action: click[B07K4Q2LMN]", "Action: click[Buy Now]"]).generate(
+        [seed], show_progress=False
+    )[0]
     assert 0.0 < bad["rewards"][-1] < 1.0 and not bad["success"]
     assert webshop_rule_score(instruction, "nothing relevant $99", []) == 0.0
 
@@ -122,11 +141,21 @@ def test_seed_needs_observation_and_action():
 @pytest.mark.slow
 def test_tiny_model_generation_is_seeded_and_respects_step_cap(tiny_llama, tiny_tokenizer):
     rows = [_tq_row(i, w) for i, w in enumerate(["whisk", "piano", "rake"])]
-    config = SyntheticConfig(env_name="twenty_questions", max_steps=3, max_new_tokens_agent=6, max_new_tokens_env=4, batch_size=3, seed=7, max_prompt_tokens=128)
+    config = SyntheticConfig(
+        env_name="twenty_questions",
+        max_steps=3,
+        max_new_tokens_agent=6,
+        max_new_tokens_env=4,
+        batch_size=3,
+        seed=7,
+        max_prompt_tokens=128,
+    )
     first = SyntheticTrajectoryGenerator(tiny_llama, tiny_tokenizer, config).generate(rows, show_progress=False)
     second = SyntheticTrajectoryGenerator(tiny_llama, tiny_tokenizer, config).generate(rows, show_progress=False)
     assert first.to_list() == second.to_list()
-    other = SyntheticTrajectoryGenerator(tiny_llama, tiny_tokenizer, SyntheticConfig(**{**config.__dict__, "seed": 8})).generate(rows, show_progress=False)
+    other = SyntheticTrajectoryGenerator(
+        tiny_llama, tiny_tokenizer, SyntheticConfig(**{**config.__dict__, "seed": 8})
+    ).generate(rows, show_progress=False)
     assert other.to_list() != first.to_list()
     assert len(first) == 3
     for row in first:

@@ -62,7 +62,9 @@ INSTR = "Your task is to boil water."
 
 def _build(rows, table=None, threshold=0.9, on="observation"):
     embedder = FakeEmbedder(table)
-    return build_forest(rows, embedder=embedder, similarity_threshold=threshold, similarity_on=on, show_progress=False), embedder
+    return build_forest(
+        rows, embedder=embedder, similarity_threshold=threshold, similarity_on=on, show_progress=False
+    ), embedder
 
 
 def test_parse_steps_splits_thought_and_action():
@@ -125,7 +127,9 @@ def test_different_action_never_merges_even_with_identical_observation():
     assert len(forest["t"].children(0)) == 2
 
 
-@pytest.mark.parametrize("cos,threshold,merged", [(0.9, 0.9, True), (0.899, 0.9, False), (0.9, 0.95, False), (0.96, 0.95, True)])
+@pytest.mark.parametrize(
+    "cos,threshold,merged", [(0.9, 0.9, True), (0.899, 0.9, False), (0.9, 0.95, False), (0.96, 0.95, True)]
+)
 def test_threshold_edge(cos, threshold, merged):
     a, b = cosine_pair(cos)
     table = {"obs one": a, "obs two": b}
@@ -152,7 +156,12 @@ def test_similarity_on_observation_plus_thought():
 
 def test_one_batched_embedding_pass_over_unique_strings():
     rows = [
-        trajectory(f"task{k}", [(f"instr {k}", "", "look"), ("same room", "", "take"), (f"room {i}", "", "go")], float(i % 2), id=f"{k}-{i}")
+        trajectory(
+            f"task{k}",
+            [(f"instr {k}", "", "look"), ("same room", "", "take"), (f"room {i}", "", "go")],
+            float(i % 2),
+            id=f"{k}-{i}",
+        )
         for k in range(3)
         for i in range(4)
     ]
@@ -244,9 +253,30 @@ def test_real_minilm_merges_paraphrases_only():
     from trainers.embeddings import EmbeddingCache
 
     rows = [
-        trajectory("t", [(INSTR, "", "look around"), ("This room is called the kitchen. In it, you see: a stove, a sink, a fridge.", "", "open fridge")], 1.0, id="a"),
-        trajectory("t", [(INSTR, "", "look around"), ("This room is called the kitchen. In it, you see: a stove, a sink and a fridge.", "", "open fridge")], 0.0, id="b"),
-        trajectory("t", [(INSTR, "", "look around"), ("You are in a greenhouse full of flower pots and seeds.", "", "open fridge")], 0.0, id="c"),
+        trajectory(
+            "t",
+            [
+                (INSTR, "", "look around"),
+                ("This room is called the kitchen. In it, you see: a stove, a sink, a fridge.", "", "open fridge"),
+            ],
+            1.0,
+            id="a",
+        ),
+        trajectory(
+            "t",
+            [
+                (INSTR, "", "look around"),
+                ("This room is called the kitchen. In it, you see: a stove, a sink and a fridge.", "", "open fridge"),
+            ],
+            0.0,
+            id="b",
+        ),
+        trajectory(
+            "t",
+            [(INSTR, "", "look around"), ("You are in a greenhouse full of flower pots and seeds.", "", "open fridge")],
+            0.0,
+            id="c",
+        ),
     ]
     forest = build_forest(rows, embedder=EmbeddingCache(), similarity_on="observation", show_progress=False)
     look = forest["t"].children(0)[0]

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from test_tree import FakeEmbedder, trajectory
 from transformers import AutoModelForCausalLM
 
-from test_tree import FakeEmbedder, trajectory
 from trainers.data.tokenization import tokenize_trajectory
 from trainers.tree import NoPreferencePairsError, build_forest, mine_pairs
 from trainers.tree_dpo_config import TreeDPOConfig

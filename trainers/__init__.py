@@ -15,13 +15,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
     from trainers.boost.config import BilevelReweightConfig
+    from trainers.boost.reweighting_head import ReweightingHead
     from trainers.boost.trainer import BilevelReweightTrainer
     from trainers.data.hub_io import load_trajectories, push_trajectories
     from trainers.envs import make_env
     from trainers.mcts_distill_config import MCTSDistillConfig
     from trainers.mcts_distill_trainer import MCTSDistillTrainer
     from trainers.modeling.guidance import ValueGuidedLogitsProcessor, load_value_guided_policy
-    from trainers.boost.reweighting_head import ReweightingHead
     from trainers.modeling.value_heads import ValueHeads
     from trainers.models import load_causal_lm
     from trainers.offline_rl_config import OfflineRLConfig

@@ -179,8 +179,9 @@ def remove_leftovers(run_dir: str | os.PathLike) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def rotate(run_dir: str | os.PathLike, limit: int | None, *, keep: str | os.PathLike,
-           best: str | os.PathLike | None = None) -> list[Path]:
+def rotate(
+    run_dir: str | os.PathLike, limit: int | None, *, keep: str | os.PathLike, best: str | os.PathLike | None = None
+) -> list[Path]:
     """Delete checkpoints beyond ``limit``; returns the deleted ones.
 
     Kept: ``keep`` (the checkpoint just written), ``best``, every complete checkpoint newer than
@@ -283,8 +284,10 @@ class CrashSafeCheckpointMixin:
                 skipped = "".join(f"\n  {path}: {reason}" for path, reason in incomplete.items())
                 detail = " (it holds no checkpoint-N folder)"
                 if skipped:
-                    detail = (f"; skipped:{skipped}\n(a checkpoint written without {COMPLETE_MARKER}, by an older "
-                              "version, resumes when its path is passed explicitly)")
+                    detail = (
+                        f"; skipped:{skipped}\n(a checkpoint written without {COMPLETE_MARKER}, by an older "
+                        "version, resumes when its path is passed explicitly)"
+                    )
                 raise IncompleteCheckpointError(
                     f"resume_from_checkpoint=True: no complete checkpoint in {str(output_dir)!r}{detail}"
                 )

@@ -45,14 +45,34 @@ class _Command:
 
 
 COMMANDS: dict[str, _Command] = {
-    "offline-rl": _Command("trainers.offline_rl_trainer", "OfflineRLTrainer", "trainers.offline_rl_config", "OfflineRLConfig",
-                           "offline RL (MC return regression or ILQL) on trajectories"),
-    "boost": _Command("trainers.bilevel_trainer", "BilevelReweightTrainer", "trainers.bilevel_config", "BilevelReweightConfig",
-                      "BOOST: offline RL on real + synthetic trajectories with a bilevel-learned reweighting head"),
-    "tree-dpo": _Command("trainers.tree_dpo_trainer", "TreeDPOTrainer", "trainers.tree_dpo_config", "TreeDPOConfig",
-                         "weak-to-strong DPO on preference pairs mined from a trajectory tree"),
-    "mcts-distill": _Command("trainers.mcts_distill_trainer", "MCTSDistillTrainer", "trainers.mcts_distill_config", "MCTSDistillConfig",
-                             "weak-to-strong SFT on offline-MCTS best paths of a trajectory tree"),
+    "offline-rl": _Command(
+        "trainers.offline_rl_trainer",
+        "OfflineRLTrainer",
+        "trainers.offline_rl_config",
+        "OfflineRLConfig",
+        "offline RL (MC return regression or ILQL) on trajectories",
+    ),
+    "boost": _Command(
+        "trainers.bilevel_trainer",
+        "BilevelReweightTrainer",
+        "trainers.bilevel_config",
+        "BilevelReweightConfig",
+        "BOOST: offline RL on real + synthetic trajectories with a bilevel-learned reweighting head",
+    ),
+    "tree-dpo": _Command(
+        "trainers.tree_dpo_trainer",
+        "TreeDPOTrainer",
+        "trainers.tree_dpo_config",
+        "TreeDPOConfig",
+        "weak-to-strong DPO on preference pairs mined from a trajectory tree",
+    ),
+    "mcts-distill": _Command(
+        "trainers.mcts_distill_trainer",
+        "MCTSDistillTrainer",
+        "trainers.mcts_distill_config",
+        "MCTSDistillConfig",
+        "weak-to-strong SFT on offline-MCTS best paths of a trajectory tree",
+    ),
 }
 
 
@@ -66,8 +86,10 @@ class RunArguments:
 
     train_dataset: str | None = field(
         default=None,
-        metadata={"help": "Training data: trajectories (offline-rl, boost, mcts-distill) or preference pairs "
-                          "(tree-dpo). A folder, a .json/.jsonl/.parquet file or a Hub dataset id."},
+        metadata={
+            "help": "Training data: trajectories (offline-rl, boost, mcts-distill) or preference pairs "
+            "(tree-dpo). A folder, a .json/.jsonl/.parquet file or a Hub dataset id."
+        },
     )
     train_split: str = field(default="train", metadata={"help": "Split of train_dataset to use."})
     val_dataset: str | None = field(
@@ -75,17 +97,24 @@ class RunArguments:
     )
     val_split: str = field(default="train", metadata={"help": "Split of val_dataset to use."})
     synthetic_dataset: str | None = field(
-        default=None, metadata={"help": "boost: synthetic trajectories to reweight (required by method boost/vanilla_synthetic)."}
+        default=None,
+        metadata={"help": "boost: synthetic trajectories to reweight (required by method boost/vanilla_synthetic)."},
     )
     synthetic_split: str = field(default="train", metadata={"help": "Split of synthetic_dataset to use."})
-    eval_dataset: str | None = field(default=None, metadata={"help": "Optional evaluation data (same kind as train_dataset)."})
+    eval_dataset: str | None = field(
+        default=None, metadata={"help": "Optional evaluation data (same kind as train_dataset)."}
+    )
     eval_split: str = field(default="train", metadata={"help": "Split of eval_dataset to use."})
     forest: str | None = field(
         default=None,
-        metadata={"help": "tree-dpo / mcts-distill: a trajectory forest folder (TrajectoryForest.save_to_disk) or Hub "
-                          "dataset id; pairs / best paths are computed from it instead of train_dataset."},
+        metadata={
+            "help": "tree-dpo / mcts-distill: a trajectory forest folder (TrajectoryForest.save_to_disk) or Hub "
+            "dataset id; pairs / best paths are computed from it instead of train_dataset."
+        },
     )
-    ref_model: str | None = field(default=None, metadata={"help": "tree-dpo: the weak SFT reference model (default: the policy's initial copy)."})
+    ref_model: str | None = field(
+        default=None, metadata={"help": "tree-dpo: the weak SFT reference model (default: the policy's initial copy)."}
+    )
     dataset_revision: str | None = field(default=None, metadata={"help": "Hub revision of the datasets."})
 
 
@@ -122,7 +151,9 @@ def _model_arguments_class(config_class: type) -> type:
     for f in dataclasses.fields(ModelConfig):
         if f.name in taken or not f.init:
             continue
-        default = {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
+        default = (
+            {"default": f.default} if f.default is not dataclasses.MISSING else {"default_factory": f.default_factory}
+        )
         specs.append((f.name, hints[f.name], field(metadata=f.metadata, **default)))
     return dataclasses.make_dataclass("ModelArguments", specs)
 
@@ -132,7 +163,9 @@ def build_parser(command: str):
     from trl import TrlParser
 
     _, config_class = _load(command)
-    parser = TrlParser((RunArguments, config_class, _model_arguments_class(config_class)), prog=f"python -m trainers {command}")
+    parser = TrlParser(
+        (RunArguments, config_class, _model_arguments_class(config_class)), prog=f"python -m trainers {command}"
+    )
     parser.description = COMMANDS[command].help
     return parser
 
@@ -153,7 +186,9 @@ def parse_command(command: str, argv: list[str]):
             values[f.name] = getattr(trainer_args, f.name)
     model_args = ModelConfig(**values)
     if not model_args.model_name_or_path:
-        raise SystemExit(f"python -m trainers {command}: set model_name_or_path (in the YAML or as --model_name_or_path)")
+        raise SystemExit(
+            f"python -m trainers {command}: set model_name_or_path (in the YAML or as --model_name_or_path)"
+        )
     return run_args, trainer_args, model_args
 
 
@@ -217,12 +252,16 @@ def _write_run_config(run_args, trainer_args, model_args, command: str) -> Path 
     settable = {f.name for f in dataclasses.fields(trainer_args) if f.init}
     values.update({k: v for k, v in trainer_values.items() if k in settable})
     clean = {k: (v.value if hasattr(v, "value") else v) for k, v in values.items()}
-    clean = {k: (v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)) for k, v in clean.items()}
+    clean = {
+        k: (v if isinstance(v, (str, int, float, bool, list, dict, type(None))) else str(v)) for k, v in clean.items()
+    }
     out = Path(trainer_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run_config.yaml"
     temporary = out / ".run_config.yaml.tmp"
-    temporary.write_text(f"# python -m trainers {command} --config {path.name}\n" + yaml.safe_dump(clean, sort_keys=True))
+    temporary.write_text(
+        f"# python -m trainers {command} --config {path.name}\n" + yaml.safe_dump(clean, sort_keys=True)
+    )
     os.replace(temporary, path)
     return path
 
@@ -236,7 +275,10 @@ def run(command: str, argv: list[str]):
     from trainers.models import load_tokenizer
 
     if run_args.train_dataset is None and run_args.forest is None:
-        raise SystemExit(f"python -m trainers {command}: set train_dataset" + (" or forest" if command in ("tree-dpo", "mcts-distill") else ""))
+        raise SystemExit(
+            f"python -m trainers {command}: set train_dataset"
+            + (" or forest" if command in ("tree-dpo", "mcts-distill") else "")
+        )
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     if getattr(trainer_args, "load_in_4bit", False):
         # The offline RL trainers quantize the base themselves (QLoRA) when given a model path.
@@ -257,9 +299,13 @@ def run(command: str, argv: list[str]):
         if run_args.forest:
             kwargs["forest"] = _forest(run_args.forest)
         else:
-            kwargs["train_dataset"] = _dataset(run_args.train_dataset, run_args.train_split, run_args, trajectories=False)
+            kwargs["train_dataset"] = _dataset(
+                run_args.train_dataset, run_args.train_split, run_args, trajectories=False
+            )
         if run_args.ref_model:
-            kwargs["ref_model"] = _model(dataclasses.replace(model_args, model_name_or_path=run_args.ref_model), trainer_args)
+            kwargs["ref_model"] = _model(
+                dataclasses.replace(model_args, model_name_or_path=run_args.ref_model), trainer_args
+            )
             ref_tokenizer = load_tokenizer(run_args.ref_model)
             kwargs["ref_processing_class"] = ref_tokenizer
         kwargs["eval_dataset"] = _dataset(run_args.eval_dataset, run_args.eval_split, run_args, trajectories=False)

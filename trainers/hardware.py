@@ -35,8 +35,12 @@ USES = ("training", "generation", "embedding")
 PRECISION_ENV = "TRAINERS_PRECISION"
 THREADS_ENV = "TRAINERS_NUM_THREADS"
 _NAMES = {
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32, "no": torch.float32,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "no": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 #: CPU feature flags (``/proc/cpuinfo`` names) that give native bf16 matmuls.
 FAST_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -274,8 +278,11 @@ def choose_num_threads(
             parent = _launcher_environ() if launcher_environ == "detect" else launcher_environ
             if parent is not None and "OMP_NUM_THREADS" in parent:
                 return 1, "OMP_NUM_THREADS=1 set by the user before accelerate launch"
-            return share, f"accelerate launch's default OMP_NUM_THREADS=1 replaced by {cores} cores / " \
-                          f"{local_process_count(environ)} process(es)"
+            return (
+                share,
+                f"accelerate launch's default OMP_NUM_THREADS=1 replaced by {cores} cores / "
+                f"{local_process_count(environ)} process(es)",
+            )
         return omp, f"OMP_NUM_THREADS={omp}"
     return share, f"{cores} cores / {local_process_count(environ)} process(es)"
 

@@ -51,7 +51,13 @@ class HubPushError(RuntimeError):
     """A push to the Hub failed. The local folder was not touched; the message says what to retry."""
 
     def __init__(self, folder: str | os.PathLike, repo_id: str, repo_type: str, stage: str, cause: BaseException):
-        self.folder, self.repo_id, self.repo_type, self.stage, self.cause = Path(folder), repo_id, repo_type, stage, cause
+        self.folder, self.repo_id, self.repo_type, self.stage, self.cause = (
+            Path(folder),
+            repo_id,
+            repo_type,
+            stage,
+            cause,
+        )
         retry = f"trainers.hub.push_folder({str(folder)!r}, {repo_id!r}, repo_type={repo_type!r})"
         super().__init__(
             f"pushing {str(folder)!r} to the {repo_type} repo {repo_id!r} failed while {stage}: "
@@ -86,7 +92,9 @@ def available_templates() -> list[str]:
     """Names (without ``.md``) of every card template that :func:`card_template` can find."""
     names: set[str] = set()
     for root in _template_roots():
-        names.update(entry.name[:-3] for entry in root.iterdir() if entry.name.endswith(".md") and entry.name != "README.md")
+        names.update(
+            entry.name[:-3] for entry in root.iterdir() if entry.name.endswith(".md") and entry.name != "README.md"
+        )
     return sorted(names)
 
 
@@ -386,7 +394,10 @@ def save_policy(model, directory: str | os.PathLike, *, tokenizer=None, **card_f
     """
     fields = {**_policy_card_fields(model), **card_fields}
     if fields.get("adapter_settings"):
-        fields["hyperparameters"] = {**{f"lora_{k}" if not k.startswith("lora") else k: v for k, v in fields["adapter_settings"].items()}, **(fields.get("hyperparameters") or {})}
+        fields["hyperparameters"] = {
+            **{f"lora_{k}" if not k.startswith("lora") else k: v for k, v in fields["adapter_settings"].items()},
+            **(fields.get("hyperparameters") or {}),
+        }
     tags = list(fields.get("tags") or [])
     for tag in ("trl", "trainers", "agents"):
         if tag not in tags:

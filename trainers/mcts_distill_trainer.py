@@ -28,13 +28,21 @@ class NoBestPathsError(ValueError):
     """The search produced nothing to imitate."""
 
 
-def tokenize_for_sft(rows: datasets.Dataset | Sequence[dict], tokenizer, max_length: int | None = None) -> datasets.Dataset:
+def tokenize_for_sft(
+    rows: datasets.Dataset | Sequence[dict], tokenizer, max_length: int | None = None
+) -> datasets.Dataset:
     """Trajectory rows -> ``input_ids`` + ``assistant_masks`` (1 on assistant content and end-of-turn tokens)."""
     rows = list(rows)
 
     def encode(index, row):
-        encoded = tokenize_trajectory(row["messages"], row["rewards"], tokenizer, max_length=max_length, row=f"{index} (id={row.get('id')!r})")
-        return {"input_ids": encoded["input_ids"], "assistant_masks": encoded["action_mask"], "id": row.get("id", str(index))}
+        encoded = tokenize_trajectory(
+            row["messages"], row["rewards"], tokenizer, max_length=max_length, row=f"{index} (id={row.get('id')!r})"
+        )
+        return {
+            "input_ids": encoded["input_ids"],
+            "assistant_masks": encoded["action_mask"],
+            "id": row.get("id", str(index)),
+        }
 
     return datasets.Dataset.from_list([encode(i, r) for i, r in enumerate(rows)])
 
@@ -86,13 +94,17 @@ class MCTSDistillTrainer(SFTTrainer):
 
         self.mcts_results: list[MCTSResult] | None = None
         if forest is not None:
-            mcts_results = run_mcts(forest, iterations=args.mcts_iterations, exploration_constant=args.exploration_constant)
+            mcts_results = run_mcts(
+                forest, iterations=args.mcts_iterations, exploration_constant=args.exploration_constant
+            )
         if mcts_results is not None:
             self.mcts_results = list(mcts_results)
             if not self.mcts_results:  # nothing was explored, which is not the same as every exploration failing
                 what = "the forest has no trees" if forest is not None else "mcts_results is empty"
                 raise NoBestPathsError(f"{what}: there are no tasks to imitate; build it from explorations first")
-            rows = best_path_rows(self.mcts_results, min_path_value=args.min_path_value, paths_per_task=args.paths_per_task)
+            rows = best_path_rows(
+                self.mcts_results, min_path_value=args.min_path_value, paths_per_task=args.paths_per_task
+            )
             if not rows:
                 raise NoBestPathsError(
                     f"MCTS over {len(self.mcts_results)} trees gave no best path with an outcome above "

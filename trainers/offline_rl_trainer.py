@@ -66,7 +66,7 @@ MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "action_mask", "token_rewards
 class PolyakCallback(TrainerCallback):
     """ILQL: ``target <- (1 - rate) * target + rate * online`` after every optimizer step."""
 
-    def __init__(self, trainer: "OfflineRLTrainer"):
+    def __init__(self, trainer: OfflineRLTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -85,7 +85,7 @@ class RolloutEvalCallback(TrainerCallback):
     metrics are logged with an ``eval_rollout/`` prefix and kept in ``trainer.rollout_history``.
     """
 
-    def __init__(self, trainer: "OfflineRLTrainer"):
+    def __init__(self, trainer: OfflineRLTrainer):
         self.trainer = trainer
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -95,8 +95,9 @@ class RolloutEvalCallback(TrainerCallback):
         return control
 
 
-def env_rollout_fn(policy, env, *, episodes, max_new_tokens, temperature, tokenizer, tasks=None, batch_size=8,
-                   seed=0, autocast=None):
+def env_rollout_fn(
+    policy, env, *, episodes, max_new_tokens, temperature, tokenizer, tasks=None, batch_size=8, seed=0, autocast=None
+):
     """The default ``rollout_fn``: :func:`trainers.envs.rollout.evaluate_policy` with the value guidance.
 
     ``env`` is a registered environment name, a zero-argument factory returning a ``TextEnv``, or a
@@ -199,11 +200,17 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
         policy = self._extend_policy(self._build_policy(model, args, peft_config, value_heads), args)
         self.loss_config = OfflineRLLossConfig.from_any(args)
         if policy.heads.loss_type != args.loss_type:
-            raise ValueError(f"args.loss_type={args.loss_type!r} but the value heads are {policy.heads.loss_type!r} heads")
+            raise ValueError(
+                f"args.loss_type={args.loss_type!r} but the value heads are {policy.heads.loss_type!r} heads"
+            )
 
-        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train") if train_dataset is not None else None
+        train_dataset = (
+            self._prepare_dataset(train_dataset, processing_class, args, "train") if train_dataset is not None else None
+        )
         if isinstance(eval_dataset, Mapping):
-            eval_dataset = {k: self._prepare_dataset(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()}
+            eval_dataset = {
+                k: self._prepare_dataset(v, processing_class, args, f"eval[{k}]") for k, v in eval_dataset.items()
+            }
         elif eval_dataset is not None:
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval")
         if data_collator is None:
@@ -213,10 +220,13 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
         # non-padding tokens trained on (BilevelReweightTrainer counts its phases here too)
         self._tokens_seen = 0
         if rollout_fn is not None and eval_env is None:
-            raise ValueError("live evaluation needs both eval_env and rollout_fn (rollout_fn was given without eval_env)")
+            raise ValueError(
+                "live evaluation needs both eval_env and rollout_fn (rollout_fn was given without eval_env)"
+            )
         if eval_env is not None and rollout_fn is None:
-            rollout_fn = functools.partial(env_rollout_fn, tasks=eval_tasks, batch_size=args.eval_rollout_batch_size,
-                                           seed=args.seed)
+            rollout_fn = functools.partial(
+                env_rollout_fn, tasks=eval_tasks, batch_size=args.eval_rollout_batch_size, seed=args.seed
+            )
         self.eval_env = eval_env
         self.rollout_fn = rollout_fn
         self.rollout_history: list[dict[str, float]] = []
@@ -266,7 +276,10 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
     def _assemble_policy(model, base, args: OfflineRLConfig, value_heads) -> ValueHeadPolicy:
         if value_heads is None:
             value_heads = ValueHeads.for_model(
-                base, loss_type=args.loss_type, q_head_type=args.q_head_type, mlp_hidden_size=args.mlp_hidden_size,
+                base,
+                loss_type=args.loss_type,
+                q_head_type=args.q_head_type,
+                mlp_hidden_size=args.mlp_hidden_size,
             )
         # heads keep fp32 master weights whatever the base dtype (autocast does the fast matmuls)
         value_heads = value_heads.float().to(_first_device(model))
@@ -294,9 +307,8 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
 
         kwargs = dict(args.model_init_kwargs or {})
         if args.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
             import torch as _torch
+            from transformers import BitsAndBytesConfig
 
             kwargs.setdefault(
                 "quantization_config",
@@ -378,7 +390,9 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
         for name, value in metrics.items():
             self._metrics[mode][name].append(float(value))
         if mode == "train":
-            self._tokens_seen += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
+            self._tokens_seen += (
+                int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else inputs["input_ids"].numel()
+            )
         if return_outputs:
             return loss, {"losses": losses.detach(), "metrics": metrics}
         return loss
@@ -389,7 +403,9 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
-    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"):
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
         self._metrics["eval"].clear()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
         for name, values in self._metrics["eval"].items():
@@ -490,7 +506,11 @@ class OfflineRLTrainer(CrashSafeCheckpointMixin, Trainer):
         finally:
             policy.processor.detach()
             self.policy.train(was_training)
-        metrics = {f"eval_rollout/{k}": float(v) for k, v in dict(results).items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        metrics = {
+            f"eval_rollout/{k}": float(v)
+            for k, v in dict(results).items()
+            if isinstance(v, (int, float)) and math.isfinite(float(v))
+        }
         metrics["eval_rollout/seconds"] = time.time() - started
         self.rollout_history.append({"step": self.state.global_step, **metrics})
         super().log(metrics)

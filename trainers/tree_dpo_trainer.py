@@ -36,7 +36,13 @@ from trl.trainer.utils import add_fused_lm_head, pad
 from trainers.tree import NoPreferencePairsError, TrajectoryForest, mine_pairs
 from trainers.tree_dpo_config import TreeDPOConfig
 
-__all__ = ["DataCollatorForTreePreference", "TreeDPOTrainer", "assistant_token_mask", "calibrate_reference_logps", "reference_logps"]
+__all__ = [
+    "DataCollatorForTreePreference",
+    "TreeDPOTrainer",
+    "assistant_token_mask",
+    "calibrate_reference_logps",
+    "reference_logps",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +85,16 @@ class DataCollatorForTreePreference(DataCollatorForPreference):
         masks = [[0] * len(e["prompt_ids"]) + list(e["chosen_loss_mask"]) for e in examples]
         masks += [[0] * len(e["prompt_ids"]) + list(e["rejected_loss_mask"]) for e in examples]
         if self.max_length is not None:
-            cut = slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            cut = (
+                slice(None, self.max_length) if self.truncation_mode == "keep_start" else slice(-self.max_length, None)
+            )
             masks = [m[cut] for m in masks]
-        padded = pad([torch.tensor(m, dtype=torch.long) for m in masks], padding_value=0, padding_side="right", pad_to_multiple_of=self.pad_to_multiple_of)
+        padded = pad(
+            [torch.tensor(m, dtype=torch.long) for m in masks],
+            padding_value=0,
+            padding_side="right",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
         completion_mask = output["completion_mask"]
         if padded.shape != completion_mask.shape:
             raise ValueError(
@@ -95,7 +108,12 @@ class DataCollatorForTreePreference(DataCollatorForPreference):
 def _same_tokenizer(a, b) -> bool:
     if a is b:
         return True
-    return type(a) is type(b) and len(a) == len(b) and a.get_vocab() == b.get_vocab() and getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
+    return (
+        type(a) is type(b)
+        and len(a) == len(b)
+        and a.get_vocab() == b.get_vocab()
+        and getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
+    )
 
 
 def reference_logps(
@@ -116,7 +134,14 @@ def reference_logps(
     Sequences longer than ``max_length`` keep their start.
     """
     sums, _ = _continuation_logps(
-        model, tokenizer, pairs, max_length=max_length, batch_size=batch_size, mask_observations=mask_observations, device=device, desc=desc
+        model,
+        tokenizer,
+        pairs,
+        max_length=max_length,
+        batch_size=batch_size,
+        mask_observations=mask_observations,
+        device=device,
+        desc=desc,
     )
     return sums[0::2], sums[1::2]
 
@@ -144,7 +169,10 @@ def calibrate_reference_logps(ref_logps, ref_counts, policy_logps, policy_counts
     mean_ref = sum(ref_logps) / sum(ref_counts)
     mean_policy = sum(policy_logps) / sum(policy_counts)
     # a continuation that truncation left without reference tokens gets the reference's average
-    return [n * ((logp / m if m > 0 else mean_ref) - mean_ref + mean_policy) for logp, m, n in zip(ref_logps, ref_counts, policy_counts)]
+    return [
+        n * ((logp / m if m > 0 else mean_ref) - mean_ref + mean_policy)
+        for logp, m, n in zip(ref_logps, ref_counts, policy_counts)
+    ]
 
 
 @torch.no_grad()
@@ -166,9 +194,13 @@ def _continuation_logps(
             try:
                 ids, mask = assistant_token_mask(tokenizer, row["prompt"], row[side])
             except Exception as error:  # noqa: BLE001 - say which row the reference tokenizer could not render
-                raise ValueError(f"pair {index}, field {side!r}: the reference tokenizer could not render it: {error}") from error
+                raise ValueError(
+                    f"pair {index}, field {side!r}: the reference tokenizer could not render it: {error}"
+                ) from error
             if not mask_observations:
-                prompt_len = common_prefix_length(_tokenize(tokenizer, row["prompt"], add_generation_prompt=True)["input_ids"], ids)
+                prompt_len = common_prefix_length(
+                    _tokenize(tokenizer, row["prompt"], add_generation_prompt=True)["input_ids"], ids
+                )
                 mask = [0] * prompt_len + [1] * (len(ids) - prompt_len)
             if max_length is not None:
                 ids, mask = ids[:max_length], mask[:max_length]
@@ -177,9 +209,15 @@ def _continuation_logps(
     counts = [sum(mask[1:]) for _, mask in sequences]  # the first token has no prediction to score
     for start in tqdm(range(0, len(sequences), batch_size), desc=desc, disable=len(sequences) <= batch_size):
         chunk = sequences[start : start + batch_size]
-        input_ids = pad([torch.tensor(ids) for ids, _ in chunk], padding_value=tokenizer.pad_token_id, padding_side="right").to(device)
-        attention = pad([torch.ones(len(ids), dtype=torch.long) for ids, _ in chunk], padding_value=0, padding_side="right").to(device)
-        mask = pad([torch.tensor(m, dtype=torch.long) for _, m in chunk], padding_value=0, padding_side="right").to(device)
+        input_ids = pad(
+            [torch.tensor(ids) for ids, _ in chunk], padding_value=tokenizer.pad_token_id, padding_side="right"
+        ).to(device)
+        attention = pad(
+            [torch.ones(len(ids), dtype=torch.long) for ids, _ in chunk], padding_value=0, padding_side="right"
+        ).to(device)
+        mask = pad([torch.tensor(m, dtype=torch.long) for _, m in chunk], padding_value=0, padding_side="right").to(
+            device
+        )
         labels = input_ids.masked_fill(mask == 0, -100)
         out = model(input_ids=input_ids, attention_mask=attention, labels=labels, fused_lm_head=True, use_cache=False)
         logps.extend(out.log_probs.float().sum(dim=1).tolist())
@@ -228,7 +266,9 @@ class TreeDPOTrainer(DPOTrainer):
         if forest is not None:
             if train_dataset is not None:
                 raise ValueError("pass either forest (pairs are mined from it) or train_dataset (pairs), not both")
-            self.pair_mining = mine_pairs(forest, margin=args.pair_margin, continuation=args.pair_continuation, pairing=args.pair_strategy)
+            self.pair_mining = mine_pairs(
+                forest, margin=args.pair_margin, continuation=args.pair_continuation, pairing=args.pair_strategy
+            )
             train_dataset = self.pair_mining.to_dataset()  # raises NoPreferencePairsError on zero pairs
         if train_dataset is None:
             raise ValueError("TreeDPOTrainer needs preference pairs: pass train_dataset or forest")
@@ -240,7 +280,9 @@ class TreeDPOTrainer(DPOTrainer):
         if isinstance(train_dataset, datasets.Dataset):
             missing = {"prompt", "chosen", "rejected"} - set(train_dataset.column_names)
             if missing:
-                raise ValueError(f"the preference dataset lacks columns {sorted(missing)} (needs prompt, chosen, rejected)")
+                raise ValueError(
+                    f"the preference dataset lacks columns {sorted(missing)} (needs prompt, chosen, rejected)"
+                )
 
         if processing_class is None:
             from transformers import AutoTokenizer
@@ -254,7 +296,9 @@ class TreeDPOTrainer(DPOTrainer):
         self._foreign_ref = None
         if ref_processing_class is not None and not _same_tokenizer(ref_processing_class, processing_class):
             if ref_model is None:
-                raise ValueError("ref_processing_class was given without ref_model (the weak SFT model to score with it)")
+                raise ValueError(
+                    "ref_processing_class was given without ref_model (the weak SFT model to score with it)"
+                )
             if not args.precompute_ref_log_probs:
                 logger.info("The reference model has its own tokenizer: precomputing its log-probs before training.")
                 args.precompute_ref_log_probs = True
@@ -306,14 +350,18 @@ class TreeDPOTrainer(DPOTrainer):
             for side in ("chosen", "rejected"):
                 full, mask = assistant_token_mask(tokenizer, example["prompt"], example[side])
                 prompt_len = len(example["prompt_ids"])
-                if full[:prompt_len] != list(example["prompt_ids"]) or full[prompt_len:] != list(example[f"{side}_ids"]):
+                if full[:prompt_len] != list(example["prompt_ids"]) or full[prompt_len:] != list(
+                    example[f"{side}_ids"]
+                ):
                     raise ValueError(
                         f"{dataset_name} pair {index}, field {side!r}: re-tokenizing the conversation gave different "
                         "tokens than DPO's tokenization; the chat template is not deterministic for these messages"
                     )
                 masks[f"{side}_loss_mask"] = mask[prompt_len:]
                 if 1 not in masks[f"{side}_loss_mask"]:
-                    raise ValueError(f"{dataset_name} pair {index}, field {side!r}: the continuation has no assistant turn to train on")
+                    raise ValueError(
+                        f"{dataset_name} pair {index}, field {side!r}: the continuation has no assistant turn to train on"
+                    )
             return masks
 
         return dataset.map(add_masks, with_indices=True, desc=f"Masking observations in {dataset_name} continuations")
@@ -349,7 +397,9 @@ class TreeDPOTrainer(DPOTrainer):
             calibrated = calibrate_reference_logps(logps, counts, policy_logps, policy_counts)
             logger.info(
                 "Calibrated the reference log-probs of %s: per-token mean %.3f (reference) -> %.3f (policy)",
-                name, sum(logps) / sum(counts), sum(policy_logps) / sum(policy_counts),
+                name,
+                sum(logps) / sum(counts),
+                sum(policy_logps) / sum(policy_counts),
             )
             logps = calibrated
         return dataset.add_column(ref_columns[0], logps[0::2]).add_column(ref_columns[1], logps[1::2])

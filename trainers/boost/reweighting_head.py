@@ -149,7 +149,7 @@ class ReweightingHead(
         expected_embedding_dim: int | None = None,
         expected_fingerprint: str | None = None,
         **kwargs,
-    ) -> "ReweightingHead":
+    ) -> ReweightingHead:
         """Load a saved head; with ``expected_*`` set, refuse a head trained on other embeddings."""
         head = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         try:

@@ -24,7 +24,6 @@ import copy
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -64,7 +63,7 @@ class ThetaMicroStep:
 class BilevelCallback(TrainerCallback):
     """Phase bookkeeping around each optimizer step: φ's optimizer step, θ ← ψ, Polyak updates."""
 
-    def __init__(self, trainer: "BilevelReweightTrainer"):
+    def __init__(self, trainer: BilevelReweightTrainer):
         self.trainer = trainer
 
     def on_optimizer_step(self, args, state, control, **kwargs):

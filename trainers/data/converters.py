@@ -142,7 +142,9 @@ def _eto_turns(record: Any, index: int, source: str | None) -> list[dict[str, st
     messages = []
     for position, turn in enumerate(turns):
         if not isinstance(turn, Mapping):
-            raise ConversionError(index, f"{field}[{position}]", f"expected an object, got {type(turn).__name__}", source)
+            raise ConversionError(
+                index, f"{field}[{position}]", f"expected an object, got {type(turn).__name__}", source
+            )
         if "from" in turn:
             speaker, text, keys = turn["from"], turn.get("value"), ("from", "value")
         elif "role" in turn:
@@ -152,10 +154,15 @@ def _eto_turns(record: Any, index: int, source: str | None) -> list[dict[str, st
         role = _ROLE_OF.get(str(speaker).lower())
         if role is None:
             raise ConversionError(
-                index, f"{field}[{position}].{keys[0]}", f"unknown speaker {speaker!r} (expected human/gpt or user/assistant)", source
+                index,
+                f"{field}[{position}].{keys[0]}",
+                f"unknown speaker {speaker!r} (expected human/gpt or user/assistant)",
+                source,
             )
         if not isinstance(text, str):
-            raise ConversionError(index, f"{field}[{position}].{keys[1]}", f"expected a string, got {type(text).__name__}", source)
+            raise ConversionError(
+                index, f"{field}[{position}].{keys[1]}", f"expected a string, got {type(text).__name__}", source
+            )
         messages.append({"role": role, "content": text})
     return messages
 
@@ -179,11 +186,19 @@ def split_in_context_examples(
     instruction = None
     if rest and rest[0]["role"] == "system":
         instruction = rest.pop(0)["content"]
-    elif len(rest) >= 2 and rest[0]["role"] == "user" and rest[1]["role"] == "assistant" and rest[1]["content"].strip().rstrip(".!").lower() == "ok":
+    elif (
+        len(rest) >= 2
+        and rest[0]["role"] == "user"
+        and rest[1]["role"] == "assistant"
+        and rest[1]["content"].strip().rstrip(".!").lower() == "ok"
+    ):
         instruction = rest[0]["content"]
         rest = rest[2:]
-    if rest and rest[0]["role"] == "user" and rest[0]["content"].count(_ICL_SEPARATOR) >= 2 and _YOUR_TURN.search(
-        rest[0]["content"].rsplit(_ICL_SEPARATOR, 1)[-1]
+    if (
+        rest
+        and rest[0]["role"] == "user"
+        and rest[0]["content"].count(_ICL_SEPARATOR) >= 2
+        and _YOUR_TURN.search(rest[0]["content"].rsplit(_ICL_SEPARATOR, 1)[-1])
     ):
         head, *examples, task = rest[0]["content"].split(_ICL_SEPARATOR)
         instruction = head if instruction is None else instruction + "\n\n" + head
@@ -286,7 +301,10 @@ def convert_eto(
         if reward is None:
             if default_reward is None:
                 raise ConversionError(
-                    index, "reward", "missing (neither 'meta.reward' nor 'reward'); pass default_reward= to fill it", source_name
+                    index,
+                    "reward",
+                    "missing (neither 'meta.reward' nor 'reward'); pass default_reward= to fill it",
+                    source_name,
                 )
             reward, reward_field = default_reward, "default_reward"
         if isinstance(reward, bool):
@@ -300,7 +318,12 @@ def convert_eto(
         messages = ([{"role": "system", "content": system}] if system else []) + task
         n_actions = sum(m["role"] == "assistant" for m in messages)
         if n_actions == 0:
-            raise ConversionError(index, "conversations", "empty trajectory: no assistant (gpt) turn after the instruction and in-context examples", source_name)
+            raise ConversionError(
+                index,
+                "conversations",
+                "empty trajectory: no assistant (gpt) turn after the instruction and in-context examples",
+                source_name,
+            )
         rewards = [0.0] * (n_actions - 1) + [float(reward)]
         record_id = next(
             (v for v in (_dig(meta, k) for k in ("id", "meta.id", "game_file", "_file")) if v not in (None, "")), None
@@ -390,18 +413,24 @@ def convert_twenty_questions(
         if not isinstance(lines, list) or not lines:
             raise ConversionError(index, "lines", "empty trajectory: no questions", source_name)
         if len(lines) > max_questions:
-            raise ConversionError(index, "lines", f"{len(lines)} questions exceed max_questions={max_questions}", source_name)
+            raise ConversionError(
+                index, "lines", f"{len(lines)} questions exceed max_questions={max_questions}", source_name
+            )
         if not isinstance(correct, bool):
             raise ConversionError(index, "correct", f"expected true/false, got {correct!r}", source_name)
         if isinstance(word, str):
             word = word.split(";")
         if not isinstance(word, list) or not word or not all(isinstance(w, str) and w for w in word):
-            raise ConversionError(index, "word", f"expected a non-empty list of strings, got {record['word']!r}", source_name)
+            raise ConversionError(
+                index, "word", f"expected a non-empty list of strings, got {record['word']!r}", source_name
+            )
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": first_observation})
         for position, line in enumerate(lines):
             if not isinstance(line, str):
-                raise ConversionError(index, f"lines[{position}]", f"expected a string, got {type(line).__name__}", source_name)
+                raise ConversionError(
+                    index, f"lines[{position}]", f"expected a string, got {type(line).__name__}", source_name
+                )
             try:
                 question, answer = split_question_answer(line)
             except ValueError as error:
@@ -426,7 +455,12 @@ def convert_twenty_questions(
                 # LMRL-Gym: an episode ends on the correct guess or when the budget is used up.
                 done=correct or n >= max_questions,
                 success=correct,
-                metadata={"format": "lmrl_twenty_questions", "word": word, "reward_scheme": reward, "max_questions": max_questions},
+                metadata={
+                    "format": "lmrl_twenty_questions",
+                    "word": word,
+                    "reward_scheme": reward,
+                    "max_questions": max_questions,
+                },
             )
         )
         _finish(rows, index, source_name)
@@ -460,7 +494,9 @@ def _car_dealer_reward(record, index, reward, max_turns, source_name) -> float:
         return float(max(max_turns - len(record["lines"]), 0)) if bought else 0.0
     price = output.get("buy_price")
     if bought and not isinstance(price, (int, float)):
-        raise ConversionError(index, "output.buy_price", f"a sale needs a numeric buy_price, got {price!r}", source_name)
+        raise ConversionError(
+            index, "output.buy_price", f"a sale needs a numeric buy_price, got {price!r}", source_name
+        )
     if reward == "lmrl_revenue":
         return float(price) / 1000.0 if bought else 0.0
     msrp, budget = output.get("msrp"), buyer.get("budget")
@@ -517,7 +553,12 @@ def convert_car_dealer(
             elif speaker in _OTHER_SPEAKERS:
                 role = "user"
             else:
-                raise ConversionError(index, f"lines[{position}].role", f"unknown speaker {line['role']!r} (expected Seller or Buyer)", source_name)
+                raise ConversionError(
+                    index,
+                    f"lines[{position}].role",
+                    f"unknown speaker {line['role']!r} (expected Seller or Buyer)",
+                    source_name,
+                )
             if not isinstance(line["text"], str):
                 raise ConversionError(index, f"lines[{position}].text", "expected a string", source_name)
             text = line["text"].strip()
@@ -542,7 +583,9 @@ def convert_car_dealer(
             final, bought = 0.0, False
         brand = car_dealer_brand(buyer)
         if not brand:
-            raise ConversionError(index, "buyer_info.preferred_brands", "missing brand (the task category)", source_name)
+            raise ConversionError(
+                index, "buyer_info.preferred_brands", "missing brand (the task category)", source_name
+            )
         rows.append(
             make_trajectory(
                 messages,

@@ -78,7 +78,9 @@ def _read_json_rows(path: Path) -> list[dict[str, Any]]:
         # {"data": [...]} / {"trajectories": [...]}, else the object is one row (as ETO writes its outputs)
         rows = next((payload[key] for key in ("data", "trajectories") if key in payload), [payload])
     if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a list of trajectory rows (or {{'data': [...]}}), got {type(rows).__name__}")
+        raise ValueError(
+            f"{path}: expected a list of trajectory rows (or {{'data': [...]}}), got {type(rows).__name__}"
+        )
     return rows
 
 
@@ -93,8 +95,10 @@ def _format_hint(rows: list[Any], path: Any = "path") -> str:
         name = "twenty_questions"
     else:
         return ""
-    return (f"; the file looks like the {name!r} format, which needs converting first: "
-            f"trainers.data.converters.load_trajectories({str(path)!r}, {name!r})")
+    return (
+        f"; the file looks like the {name!r} format, which needs converting first: "
+        f"trainers.data.converters.load_trajectories({str(path)!r}, {name!r})"
+    )
 
 
 def _read_parquet(path: Path):
@@ -196,7 +200,9 @@ def _load_local_folder(folder: Path, split: str | None) -> datasets.Dataset | da
         if split not in splits:
             raise KeyError(f"{folder}: no split {split!r}; available: {', '.join(splits)}")
         return _read_files(splits[split], f"{folder} split {split!r}")
-    return datasets.DatasetDict({name: _read_files(files, f"{folder} split {name!r}") for name, files in splits.items()})
+    return datasets.DatasetDict(
+        {name: _read_files(files, f"{folder} split {name!r}") for name, files in splits.items()}
+    )
 
 
 class EmptyDatasetError(ValueError):
@@ -258,7 +264,9 @@ def _as_dataset_dict(dataset: Any, what: str) -> datasets.DatasetDict:
         return datasets.DatasetDict({"train": dataset})
     if isinstance(dataset, Mapping) and all(isinstance(v, datasets.Dataset) for v in dataset.values()):
         return datasets.DatasetDict(dict(dataset))
-    raise TypeError(f"{what} must be a datasets.Dataset, a DatasetDict or a dict of split -> Dataset, got {type(dataset).__name__}")
+    raise TypeError(
+        f"{what} must be a datasets.Dataset, a DatasetDict or a dict of split -> Dataset, got {type(dataset).__name__}"
+    )
 
 
 def _size_category(n: int) -> str:
@@ -347,9 +355,13 @@ def push_trajectories(
 # ----------------------------------------------------------------------------------------- weights
 def _weights_dataset(weights: Any) -> datasets.Dataset:
     if isinstance(weights, Mapping):
-        weights = datasets.Dataset.from_dict({"id": [str(k) for k in weights], "weight": [float(v) for v in weights.values()]})
+        weights = datasets.Dataset.from_dict(
+            {"id": [str(k) for k in weights], "weight": [float(v) for v in weights.values()]}
+        )
     if not isinstance(weights, datasets.Dataset):
-        raise TypeError(f"weights must be a Dataset with 'id' and 'weight' columns or a mapping id -> weight, got {type(weights).__name__}")
+        raise TypeError(
+            f"weights must be a Dataset with 'id' and 'weight' columns or a mapping id -> weight, got {type(weights).__name__}"
+        )
     return weights
 
 
@@ -360,7 +372,9 @@ def _validate_weights(ds: datasets.Dataset, where: str) -> None:
     seen: set[str] = set()
     for index, (row_id, weight) in enumerate(zip(ds["id"], ds["weight"])):
         if weight is None or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"{where}: row {index} (id={row_id!r}), field 'weight': must be a finite number >= 0, got {weight!r}")
+            raise ValueError(
+                f"{where}: row {index} (id={row_id!r}), field 'weight': must be a finite number >= 0, got {weight!r}"
+            )
         if row_id in seen:
             raise ValueError(f"{where}: row {index}, field 'id': duplicate id {row_id!r}")
         seen.add(row_id)

@@ -60,15 +60,21 @@ def _check_text(value: str, field: str, fail) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
-        fail(field, f"character {error.start} is a lone surrogate {value[error.start]!r}, which is not valid "
-                    "Unicode text (often a JSON \\uXXXX escape pair cut in half); repair or drop that character")
+        fail(
+            field,
+            f"character {error.start} is a lone surrogate {value[error.start]!r}, which is not valid "
+            "Unicode text (often a JSON \\uXXXX escape pair cut in half); repair or drop that character",
+        )
 
 
 def _check_messages(messages: Any, fail) -> int:
     """Return the number of assistant turns, calling ``fail(field, problem)`` on the first error."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, (list, tuple)):
-        fail("messages", f"must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
-                         + (f" {messages[:60]!r}" if isinstance(messages, str) else ""))
+        fail(
+            "messages",
+            f"must be a list of {{'role', 'content'}} messages, got {type(messages).__name__}"
+            + (f" {messages[:60]!r}" if isinstance(messages, str) else ""),
+        )
     if len(messages) == 0:
         fail("messages", "empty trajectory: at least one user and one assistant message are needed")
     previous = None
@@ -88,7 +94,10 @@ def _check_messages(messages: Any, fail) -> int:
             fail(f"messages[{position}].role", "roles out of order: two user messages in a row")
         if role == "assistant":
             if previous in (None, "system"):
-                fail(f"messages[{position}].role", "roles out of order: the first turn after the system prompt must be a user observation")
+                fail(
+                    f"messages[{position}].role",
+                    "roles out of order: the first turn after the system prompt must be a user observation",
+                )
             if previous == "assistant":
                 fail(f"messages[{position}].role", "roles out of order: two assistant messages in a row")
             n_assistant += 1
@@ -119,13 +128,19 @@ def validate_row(row: Mapping[str, Any], index: int | None = None, *, require_ca
         if not is_number or not math.isfinite(reward):
             fail(f"rewards[{turn}]", f"reward must be a finite number, got {reward!r}")
         if abs(reward) > FLOAT32_MAX:
-            fail(f"rewards[{turn}]", f"reward {reward!r} does not fit the float32 rewards column (|r| <= 3.4e38) "
-                                     "and would be stored as inf; rescale the rewards")
+            fail(
+                f"rewards[{turn}]",
+                f"reward {reward!r} does not fit the float32 rewards column (|r| <= 3.4e38) "
+                "and would be stored as inf; rescale the rewards",
+            )
     for flag in ("done", "success"):
         value = row.get(flag)
         if value is not None and not isinstance(value, (bool, numpy.bool_)):
-            fail(flag, f"must be true or false (a boolean), got {value!r} ({type(value).__name__}); a string like "
-                       "'false' or 'no' would otherwise be read as true")
+            fail(
+                flag,
+                f"must be true or false (a boolean), got {value!r} ({type(value).__name__}); a string like "
+                "'false' or 'no' would otherwise be read as true",
+            )
     for field in _TEXT_FIELDS:
         value = row.get(field)
         # to_dataset writes dict metadata as JSON; Arrow writes an integer id as its digits

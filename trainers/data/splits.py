@@ -74,7 +74,9 @@ class SplitReport:
         bottom = [0] * len(categories)
         for name in SPLIT_NAMES:
             counts = [self.per_category[c][name] for c in categories]
-            ax.bar(range(len(categories)), counts, bottom=bottom, label=f"{name} ({self.sizes[name]})", color=colors[name])
+            ax.bar(
+                range(len(categories)), counts, bottom=bottom, label=f"{name} ({self.sizes[name]})", color=colors[name]
+            )
             bottom = [b + c for b, c in zip(bottom, counts)]
         ax.set_xticks(range(len(categories)))
         ax.set_xticklabels(categories, rotation=60, ha="right", fontsize=8)
@@ -162,7 +164,9 @@ def split_by_category(
     sources = list(dataset["source"]) if "source" in dataset.column_names else [None] * len(dataset)
     for index, (category, row_id, source) in enumerate(zip(categories_col, ids, sources)):
         if category is None or not str(category).strip():
-            raise TrajectoryValidationError(index, row_id, category_column, "missing category, which a category split needs")
+            raise TrajectoryValidationError(
+                index, row_id, category_column, "missing category, which a category split needs"
+            )
         if source == "synthetic":
             raise ValueError(
                 f"row {index} (id={row_id!r}) is synthetic; split the real trajectories first and add synthetic "
@@ -268,7 +272,10 @@ def check_synthetic_parents(train: datasets.Dataset, synthetic: datasets.Dataset
         parent = _parent_of(row)
         if parent is None:
             raise TrajectoryValidationError(
-                index, row.get("id"), "metadata.parent_id", "synthetic row does not record the train trajectory it was seeded from"
+                index,
+                row.get("id"),
+                "metadata.parent_id",
+                "synthetic row does not record the train trajectory it was seeded from",
             )
         if str(parent) not in train_ids:
             raise TrajectoryValidationError(

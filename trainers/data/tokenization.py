@@ -415,9 +415,7 @@ class TrajectoryCollator:
         batch: dict[str, torch.Tensor] = {}
         for key, pad in pad_values.items():
             dtype = torch.float32 if key == "token_rewards" else torch.long
-            batch[key] = torch.tensor(
-                [list(f[key]) + [pad] * (length - len(f[key])) for f in features], dtype=dtype
-            )
+            batch[key] = torch.tensor([list(f[key]) + [pad] * (length - len(f[key])) for f in features], dtype=dtype)
         batch["labels"] = batch["input_ids"].masked_fill(batch["action_mask"] == 0, -100)
         batch["weights"] = torch.tensor([float(f.get("weight", 1.0)) for f in features], dtype=torch.float32)
         if all("traj_index" in f for f in features):

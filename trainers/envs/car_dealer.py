@@ -49,28 +49,61 @@ REWARD_MODES = ("boost", "lmrl", "lmrl_revenue")
 #: BOOST appendix E.2 (LMRL-Gym's ``DEFAULT_BRANDS``), with a typical sedan price in US dollars
 #: (our estimate; sets each brand's price range).
 BRANDS: dict[str, int] = {
-    "Volkswagen": 29_000, "Lexus": 48_000, "Ford": 30_000, "Mazda": 27_000, "Hyundai": 24_000,
-    "Toyota": 28_000, "Mercedes-Benz": 55_000, "BMW": 52_000, "Audi": 47_000, "Subaru": 29_000,
-    "Honda": 27_000, "Porsche": 95_000, "Tesla": 45_000,
+    "Volkswagen": 29_000,
+    "Lexus": 48_000,
+    "Ford": 30_000,
+    "Mazda": 27_000,
+    "Hyundai": 24_000,
+    "Toyota": 28_000,
+    "Mercedes-Benz": 55_000,
+    "BMW": 52_000,
+    "Audi": 47_000,
+    "Subaru": 29_000,
+    "Honda": 27_000,
+    "Porsche": 95_000,
+    "Tesla": 45_000,
 }
 #: LMRL-Gym's car types with a price factor relative to a sedan (our estimate).
-CAR_TYPES: dict[str, float] = {"sedan": 1.0, "SUV": 1.25, "truck": 1.3, "convertible": 1.35, "electric": 1.4, "luxury": 1.6}
+CAR_TYPES: dict[str, float] = {
+    "sedan": 1.0,
+    "SUV": 1.25,
+    "truck": 1.3,
+    "convertible": 1.35,
+    "electric": 1.4,
+    "luxury": 1.6,
+}
 #: LMRL-Gym's feature list.
-FEATURES = ("backup camera", "navigation system", "heated seats", "leather seats", "third-row seating",
-            "blind spot monitoring", "sunroof", "Apple CarPlay")
+FEATURES = (
+    "backup camera",
+    "navigation system",
+    "heated seats",
+    "leather seats",
+    "third-row seating",
+    "blind spot monitoring",
+    "sunroof",
+    "Apple CarPlay",
+)
 #: LMRL-Gym's personalities, and the tone of the templates used for each (the generated text stays
 #: civil for every personality).
 PERSONALITIES: dict[str, str] = {
-    "abusive": "blunt", "angry": "irritated", "insulting": "blunt", "polite": "polite", "respectful": "polite",
-    "rude": "blunt", "sarcastic": "sarcastic", "talkative": "talkative", "toxic": "blunt", "uncommunicative": "terse",
+    "abusive": "blunt",
+    "angry": "irritated",
+    "insulting": "blunt",
+    "polite": "polite",
+    "respectful": "polite",
+    "rude": "blunt",
+    "sarcastic": "sarcastic",
+    "talkative": "talkative",
+    "toxic": "blunt",
+    "uncommunicative": "terse",
 }
 
 SYSTEM_PROMPT = (
     "You are a car salesperson at a dealership that sells every brand and type of car. A buyer "
     "has come in. Each turn, write one message to the buyer. Find out what they want, present the "
-    "car and name your price in dollars (for example \"$32,500\"). The buyer accepts an offer at or "
+    'car and name your price in dollars (for example "$32,500"). The buyer accepts an offer at or '
     "below what they are willing to pay, makes counter-offers otherwise, and may accept or reject "
-    "yours; you can accept a counter-offer by saying \"Deal\". The buyer leaves after too many "
+    'yours; you can accept a counter-offer by saying "Deal". The buyer leaves after too many '
     "failed offers or if you keep pushing a brand or type they did not ask for. The conversation "
     "lasts at most 50 lines (25 of yours). A sale reached in fewer turns is better."
 )
@@ -79,9 +112,26 @@ SYSTEM_PROMPT = (
 # price parsing
 
 _UNITS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "twelve": 12,
+    "thirteen": 13,
+    "fourteen": 14,
+    "fifteen": 15,
+    "sixteen": 16,
+    "seventeen": 17,
+    "eighteen": 18,
+    "nineteen": 19,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
 _SCALES = {"hundred": 100, "thousand": 1_000, "grand": 1_000, "million": 1_000_000}
@@ -136,7 +186,10 @@ _NOT_A_PRICE_AFTER = re.compile(
     r"off\b|discount|rebate|less\b|cheaper|down\b|(?:dollars\s+|bucks\s+)?(?:off|a\s+month|per\s+month|/\s*mo|monthly|down|a\s+year))",
     re.IGNORECASE,
 )
-_NOT_A_PRICE_BEFORE = re.compile(r"(?:save|saving|savings\s+of|discount\s+of|rebate\s+of|knock(?:ing)?\s+off)\s+(?:you\s+)?(?:an?\s+)?(?:extra\s+)?$", re.IGNORECASE)
+_NOT_A_PRICE_BEFORE = re.compile(
+    r"(?:save|saving|savings\s+of|discount\s+of|rebate\s+of|knock(?:ing)?\s+off)\s+(?:you\s+)?(?:an?\s+)?(?:extra\s+)?$",
+    re.IGNORECASE,
+)
 
 
 def parse_prices(text: str) -> list[float]:
@@ -157,7 +210,9 @@ def parse_prices(text: str) -> list[float]:
             number *= 1_000
         elif mult in ("million", "mil", "m"):
             number *= 1_000_000
-        has_currency = bool(match.group("cur")) or bool(re.match(r"\s*(?:dollars|bucks|usd)\b", text[match.end("num") :], re.I))
+        has_currency = bool(match.group("cur")) or bool(
+            re.match(r"\s*(?:dollars|bucks|usd)\b", text[match.end("num") :], re.I)
+        )
         if not mult and not has_currency:
             if 1900 <= number <= 2100 and float(number).is_integer() and "," not in match.group("num"):
                 continue  # a model year
@@ -177,17 +232,34 @@ def parse_offer(text: str, minimum: float = 1_000.0) -> float | None:
 # understanding the seller
 
 _BRAND_PATTERNS = {
-    "Volkswagen": r"volkswagen|\bvw\b", "Lexus": r"\blexus", "Ford": r"\bford\b", "Mazda": r"\bmazda",
-    "Hyundai": r"\bhyundai", "Toyota": r"\btoyota", "Mercedes-Benz": r"\bmercedes|\bbenz\b", "BMW": r"\bbmw",
-    "Audi": r"\baudi", "Subaru": r"\bsubaru", "Honda": r"\bhonda", "Porsche": r"\bporsche", "Tesla": r"\btesla",
+    "Volkswagen": r"volkswagen|\bvw\b",
+    "Lexus": r"\blexus",
+    "Ford": r"\bford\b",
+    "Mazda": r"\bmazda",
+    "Hyundai": r"\bhyundai",
+    "Toyota": r"\btoyota",
+    "Mercedes-Benz": r"\bmercedes|\bbenz\b",
+    "BMW": r"\bbmw",
+    "Audi": r"\baudi",
+    "Subaru": r"\bsubaru",
+    "Honda": r"\bhonda",
+    "Porsche": r"\bporsche",
+    "Tesla": r"\btesla",
 }
 _TYPE_PATTERNS = {
-    "sedan": r"\bsedans?\b", "SUV": r"\bsuvs?\b|\bcrossovers?\b", "truck": r"\btrucks?\b|\bpickups?\b",
-    "convertible": r"\bconvertibles?\b", "luxury": r"\bluxury\b",
+    "sedan": r"\bsedans?\b",
+    "SUV": r"\bsuvs?\b|\bcrossovers?\b",
+    "truck": r"\btrucks?\b|\bpickups?\b",
+    "convertible": r"\bconvertibles?\b",
+    "luxury": r"\bluxury\b",
     "electric": r"\belectric\s+(?:car|vehicle|model|suv|sedan|truck)s?\b|\bevs?\b|\ball-electric\b|\bfully electric\b",
 }
 _BODY_TYPES = {"sedan", "SUV", "truck", "convertible"}
-_FEATURE_ARTICLES = {"backup camera": "a backup camera", "navigation system": "a navigation system", "sunroof": "a sunroof"}
+_FEATURE_ARTICLES = {
+    "backup camera": "a backup camera",
+    "navigation system": "a navigation system",
+    "sunroof": "a sunroof",
+}
 _FEATURE_PATTERNS = {
     "backup camera": r"backup camera|back-up camera|rear(?:view|-view)? camera|reverse camera",
     "navigation system": r"navigation|\bnav\b|\bgps\b",
@@ -228,12 +300,18 @@ def _money(value: float) -> str:
 
 _TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     "polite": {
-        "intro": ("Hello! I'm looking for {car} with {features}.", "Hi, thank you. I'd like {car}, ideally with {features}."),
+        "intro": (
+            "Hello! I'm looking for {car} with {features}.",
+            "Hi, thank you. I'd like {car}, ideally with {features}.",
+        ),
         "budget": (" I was hoping to spend around {anchor}.", " My budget is about {anchor}, if possible."),
         "ask_price": ("That sounds nice. What price could you offer me?", "Thank you. How much would it be?"),
         "ask_feature": (" Does it have {feature}?", " Could you tell me whether it has {feature}?"),
         "feature_ack": ("Great, I really wanted {feature}.", "Wonderful, {feature} is important to me."),
-        "counter": ("That's a bit more than I can pay. Would you take {counter}?", "I'm sorry, {offer} is too much for me. Could you do {counter}?"),
+        "counter": (
+            "That's a bit more than I can pay. Would you take {counter}?",
+            "I'm sorry, {offer} is too much for me. Could you do {counter}?",
+        ),
         "over_budget": ("{offer} is well beyond my budget, I'm afraid. I could do {counter}.",),
         "accept": ("{offer} works for me. It's a deal, thank you!", "Thank you, I'll take it at {offer}."),
         "brand_mismatch": ("I appreciate it, but I'm really set on {brand_a}.", "Thanks, but I'd prefer {brand_a}."),
@@ -246,14 +324,30 @@ _TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "accept_counter": ("Wonderful, {counter} it is. Thank you!",),
     },
     "talkative": {
-        "intro": ("Oh hi there! So I've been shopping around for {car} for weeks now, and I really want {features}.",
-                  "Hey! Great to meet you. I'm after {car} - my last car died on me - and it has to have {features}."),
-        "budget": (" Honestly I'd love to keep it near {anchor}, money's tight this year.", " I was thinking somewhere around {anchor}, you know?"),
-        "ask_price": ("Sounds lovely, I can already picture it in my driveway! So what's the damage?", "Oh nice, nice. And how much are we talking?"),
-        "ask_feature": (" Oh, and does it come with {feature}?", " And tell me, does it have {feature}? My friend swears by it."),
-        "feature_ack": ("Oh perfect, {feature}! My sister has that and loves it.", "Ah, {feature}, exactly what I wanted."),
-        "counter": ("Whoa, {offer}? That's more than I planned. How about {counter}? I think that's fair for both of us.",
-                    "Hmm, {offer} is steep for me. Could we meet at {counter}? I've seen similar ones for less, you know."),
+        "intro": (
+            "Oh hi there! So I've been shopping around for {car} for weeks now, and I really want {features}.",
+            "Hey! Great to meet you. I'm after {car} - my last car died on me - and it has to have {features}.",
+        ),
+        "budget": (
+            " Honestly I'd love to keep it near {anchor}, money's tight this year.",
+            " I was thinking somewhere around {anchor}, you know?",
+        ),
+        "ask_price": (
+            "Sounds lovely, I can already picture it in my driveway! So what's the damage?",
+            "Oh nice, nice. And how much are we talking?",
+        ),
+        "ask_feature": (
+            " Oh, and does it come with {feature}?",
+            " And tell me, does it have {feature}? My friend swears by it.",
+        ),
+        "feature_ack": (
+            "Oh perfect, {feature}! My sister has that and loves it.",
+            "Ah, {feature}, exactly what I wanted.",
+        ),
+        "counter": (
+            "Whoa, {offer}? That's more than I planned. How about {counter}? I think that's fair for both of us.",
+            "Hmm, {offer} is steep for me. Could we meet at {counter}? I've seen similar ones for less, you know.",
+        ),
         "over_budget": ("{offer}?! That's way over what I can spend. Let's talk closer to {counter}.",),
         "accept": ("{offer}? You know what, that works. Let's do it!", "Okay, okay, {offer} it is. Deal!"),
         "brand_mismatch": ("Oh no, I've got my heart set on {brand_a}, I've always wanted one.",),
@@ -284,7 +378,10 @@ _TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "accept_counter": ("Finally. {counter}, deal.",),
     },
     "irritated": {
-        "intro": ("Ugh, I've been to three dealers already. I want {car} with {features}.", "I need {car} with {features}, and I'm in no mood for games."),
+        "intro": (
+            "Ugh, I've been to three dealers already. I want {car} with {features}.",
+            "I need {car} with {features}, and I'm in no mood for games.",
+        ),
         "budget": (" I won't go past {anchor}.",),
         "ask_price": ("Okay, okay. What's the price?", "Fine. How much?"),
         "ask_feature": (" And does it have {feature}?",),
@@ -302,12 +399,18 @@ _TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "accept_counter": ("Fine, {counter}. Deal.",),
     },
     "sarcastic": {
-        "intro": ("Oh great, a car salesman, my favourite. I'm after {car} with {features}.", "Let me guess, you have just the car for me? I want {car} with {features}."),
+        "intro": (
+            "Oh great, a car salesman, my favourite. I'm after {car} with {features}.",
+            "Let me guess, you have just the car for me? I want {car} with {features}.",
+        ),
         "budget": (" And shockingly, I'd like to pay around {anchor}.",),
         "ask_price": ("Wow, riveting. And the price would be?", "Fascinating. How much?"),
         "ask_feature": (" Does it have {feature}, or is that extra too?",),
         "feature_ack": ("Oh, {feature}, how generous.",),
-        "counter": ("{offer}? Sure, and I'll throw in my kidney. How about {counter}?", "Ha, {offer}. Cute. {counter}."),
+        "counter": (
+            "{offer}? Sure, and I'll throw in my kidney. How about {counter}?",
+            "Ha, {offer}. Cute. {counter}.",
+        ),
         "over_budget": ("{offer}? Did you add a zero by accident? Try {counter}.",),
         "accept": ("{offer}? Wow, a reasonable number. Deal.", "Look at that, {offer}. Fine, deal."),
         "brand_mismatch": ("Wow, that's almost {brand_a}. Almost.",),
@@ -429,7 +532,11 @@ class CarDealerEnv:
             raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
         if max_turns < 2:
             raise ValueError(f"max_turns must be at least 2 (one seller and one buyer line), got {max_turns}")
-        for name, value in (("max_failed_rounds", max_failed_rounds), ("max_mismatches", max_mismatches), ("tasks_per_brand", tasks_per_brand)):
+        for name, value in (
+            ("max_failed_rounds", max_failed_rounds),
+            ("max_mismatches", max_mismatches),
+            ("tasks_per_brand", tasks_per_brand),
+        ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         self.max_turns = int(max_turns)
@@ -439,7 +546,9 @@ class CarDealerEnv:
         self.max_mismatches = max_mismatches
         self.tasks_per_brand = tasks_per_brand
         self.task_seed = task_seed
-        self.system_prompt = SYSTEM_PROMPT.replace("at most 50 lines (25 of yours)", f"at most {self.max_turns} lines ({self.max_steps} of yours)")
+        self.system_prompt = SYSTEM_PROMPT.replace(
+            "at most 50 lines (25 of yours)", f"at most {self.max_turns} lines ({self.max_steps} of yours)"
+        )
         self._tasks = self._make_tasks()
         self._by_id = {task.task_id: task for task in self._tasks}
         self._episode: _Episode | None = None
@@ -470,7 +579,11 @@ class CarDealerEnv:
                 raise ValueError(f"unknown car_dealer task {task!r}")
             task = self._by_id[task]
         spec = dict(task.spec)
-        missing = [k for k in ("brand", "preferred_type", "preferred_features", "personality", "budget", "msrp") if k not in spec]
+        missing = [
+            k
+            for k in ("brand", "preferred_type", "preferred_features", "personality", "budget", "msrp")
+            if k not in spec
+        ]
         if missing:
             raise ValueError(f"car_dealer task {task.task_id!r}: spec is missing {', '.join(missing)}")
         spec.setdefault("preferred_brands", _article(spec["brand"]))
@@ -549,7 +662,9 @@ class CarDealerEnv:
                 return _join_text(prefix, self._say("walk_mismatch"))
             return _join_text(prefix, self._say("brand_mismatch" if wrong_brand else "type_mismatch"))
 
-        new_features = mentioned(_FEATURE_PATTERNS, seller) & set(spec["preferred_features"]) - episode.features_confirmed
+        new_features = (
+            mentioned(_FEATURE_PATTERNS, seller) & set(spec["preferred_features"]) - episode.features_confirmed
+        )
         episode.features_confirmed |= new_features
 
         offer = parse_offer(seller, minimum=max(1_000.0, 0.2 * spec["msrp"]))
@@ -580,7 +695,11 @@ class CarDealerEnv:
             reply = self._say("feature_ack", feature=sorted(new_features)[0])
         elif first:
             reply = ""
-        elif re.search(r"[A-Za-z]{2,}", seller) is None or len(re.findall(r"[A-Za-z]+", seller)) < 2 and not is_acceptance(seller):
+        elif (
+            re.search(r"[A-Za-z]{2,}", seller) is None
+            or len(re.findall(r"[A-Za-z]+", seller)) < 2
+            and not is_acceptance(seller)
+        ):
             reply = self._say("unclear")
         else:
             reply = self._say("ask_price")
@@ -647,7 +766,11 @@ class CarDealerEnv:
         }
         if episode.done:
             sold = episode.outcome == "sale"
-            record["output"] = {"car_bought": sold, "msrp": spec["msrp"], "buy_price": int(episode.sale_price) if sold else None}
+            record["output"] = {
+                "car_bought": sold,
+                "msrp": spec["msrp"],
+                "buy_price": int(episode.sale_price) if sold else None,
+            }
         return record
 
 

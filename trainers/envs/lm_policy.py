@@ -267,9 +267,7 @@ class LMPolicy:
             kwargs["logits_processor"] = LogitsProcessorList(self.logits_processor)
         if past is not None:
             kwargs["past_key_values"] = past
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        )
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
         with autocast:
             output = self.model.generate(
                 input_ids=input_ids,

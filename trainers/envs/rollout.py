@@ -53,7 +53,6 @@ from .rollout_cache import RolloutKVCache
 EnvFactory = Callable[[], TextEnv]
 
 
-
 def _describe(policy) -> dict[str, Any]:
     if isinstance(policy, LMPolicy):
         return policy.describe()
@@ -87,7 +86,9 @@ def _factory(env_factory: EnvFactory | str, env_kwargs: Mapping[str, Any] | None
     if env_kwargs:
         raise ValueError("env_kwargs only applies when env_factory is an environment name")
     if not callable(env_factory):
-        raise TypeError(f"env_factory must be a callable returning a TextEnv or a registered env name, got {env_factory!r}")
+        raise TypeError(
+            f"env_factory must be a callable returning a TextEnv or a registered env name, got {env_factory!r}"
+        )
     return env_factory
 
 
@@ -224,7 +225,9 @@ def rollout(
         except Exception as error:
             raise RuntimeError(f"env {getattr(env, 'name', '?')!r}: reset failed on task {task.task_id!r}") from error
         prompt = getattr(env, "system_prompt", "") if system_prompt is None else system_prompt
-        messages = ([{"role": "system", "content": prompt}] if prompt else []) + [{"role": "user", "content": observation}]
+        messages = ([{"role": "system", "content": prompt}] if prompt else []) + [
+            {"role": "user", "content": observation}
+        ]
         slots[slot] = _Episode(index, task, env, episode_seed, messages)
 
     def finish(slot: int, done: bool) -> None:
@@ -278,7 +281,9 @@ def rollout(
             for slot, action in zip(active, actions):
                 episode = slots[slot]
                 if not isinstance(action, str):
-                    raise TypeError(f"episode {episode.index}: the policy returned {type(action).__name__}, not a string")
+                    raise TypeError(
+                        f"episode {episode.index}: the policy returned {type(action).__name__}, not a string"
+                    )
                 episode.messages.append({"role": "assistant", "content": action})
                 try:
                     observation, reward, done, info = episode.env.step(action)

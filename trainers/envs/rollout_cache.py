@@ -60,8 +60,11 @@ class CacheStats:
 
     def to_dict(self) -> dict:
         return {
-            "reused_tokens": self.reused_tokens, "prefilled_tokens": self.prefilled_tokens,
-            "prefix_breaks": self.prefix_breaks, "turns": self.turns, "disabled_reason": self.disabled_reason,
+            "reused_tokens": self.reused_tokens,
+            "prefilled_tokens": self.prefilled_tokens,
+            "prefix_breaks": self.prefix_breaks,
+            "turns": self.turns,
+            "disabled_reason": self.disabled_reason,
         }
 
 
@@ -228,8 +231,10 @@ class RolloutKVCache:
             self.entries[key] = _EpisodeEntry(
                 tokens=tokens,
                 prompt_length=len(prompts[row]),
-                layers=[(k[row : row + 1].index_select(2, index), v[row : row + 1].index_select(2, index))
-                        for k, v in layers],
+                layers=[
+                    (k[row : row + 1].index_select(2, index), v[row : row + 1].index_select(2, index))
+                    for k, v in layers
+                ],
             )
 
 

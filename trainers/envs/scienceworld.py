@@ -227,7 +227,9 @@ class ScienceWorldEnv:
         allowed = ["easy"] + list(_Backend.get().get_possible_simplifications())
         wrong = [part for part in simplification.split(",") if part and part not in allowed]
         if wrong:
-            raise ValueError(f"unknown ScienceWorld simplification(s) {wrong}; allowed: {', '.join(allowed)} (comma-separated)")
+            raise ValueError(
+                f"unknown ScienceWorld simplification(s) {wrong}; allowed: {', '.join(allowed)} (comma-separated)"
+            )
         known = _Backend.task_names()
         if task_names is not None:
             unknown = [name for name in task_names if name not in known]

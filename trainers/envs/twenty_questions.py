@@ -68,8 +68,8 @@ SYSTEM_PROMPT = (
     "Let's play Twenty Questions. I am thinking of an object; it belongs to one of these categories: "
     "sports, animals, fruits, vehicles, clothes, electronics, musical instruments, furniture, office "
     "supplies, vegetables, art, kitchen tools, nature, toys, jewelry, garden supplies, tools. "
-    "Each turn, ask one question that can be answered with yes or no; I answer \"Yes.\" or \"No.\". "
-    "To win, name the object in a question, for example \"Is it a cat?\". You have at most 20 "
+    'Each turn, ask one question that can be answered with yes or no; I answer "Yes." or "No.". '
+    'To win, name the object in a question, for example "Is it a cat?". You have at most 20 '
     "questions, and the game ends as soon as you name the object. Guessing it with fewer questions "
     "is better."
 )
@@ -170,7 +170,9 @@ def _load_kb(path: str) -> KnowledgeBase:
             if name in seen:
                 raise KnowledgeBaseError(f"{path}: object {name!r} appears in {seen[name]!r} and {category!r}")
             if not isinstance(synonyms, list) or not all(isinstance(s, str) and s for s in synonyms):
-                raise KnowledgeBaseError(f"{path}: category {category!r}, object {name!r}: synonyms must be a list of strings")
+                raise KnowledgeBaseError(
+                    f"{path}: category {category!r}, object {name!r}: synonyms must be a list of strings"
+                )
             seen[name] = category
             variants[name] = (name, *synonyms)
         for keyword in entry.get("keywords", []):
@@ -268,7 +270,9 @@ def _noun_phrase(question: str) -> str | None:
     match = _NOUN_PHRASE.match(text)
     if match:
         rest = match.group("rest") or match.group("rest2")
-    elif len(text.split()) <= 3 and not re.match(r"^(?:is|are|does|do|can|could|would|will|has|have|was|did|should)\b", text):
+    elif len(text.split()) <= 3 and not re.match(
+        r"^(?:is|are|does|do|can|could|would|will|has|have|was|did|should)\b", text
+    ):
         rest = text  # a bare "Dog?" / "a tennis racket?"
     else:
         return None
@@ -425,9 +429,7 @@ class TwentyQuestionsOracle:
     def answer(self, obj: TwentyQuestionsObject | str, question: str) -> OracleAnswer:
         return self.answer_batch([obj], [question])[0]
 
-    def answer_batch(
-        self, objs: Sequence[TwentyQuestionsObject | str], questions: Sequence[str]
-    ) -> list[OracleAnswer]:
+    def answer_batch(self, objs: Sequence[TwentyQuestionsObject | str], questions: Sequence[str]) -> list[OracleAnswer]:
         """Answer many (object, question) pairs; the embedding model runs once for all of them."""
         if len(objs) != len(questions):
             raise ValueError(f"{len(objs)} objects but {len(questions)} questions")

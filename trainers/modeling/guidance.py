@@ -62,7 +62,7 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         if model is not None:
             self.attach(model)
 
-    def attach(self, model) -> "ValueGuidedLogitsProcessor":
+    def attach(self, model) -> ValueGuidedLogitsProcessor:
         """Hook ``model``'s decoder to capture the last position's final hidden state."""
         self.detach()
         if isinstance(model, ValueHeadPolicy):
@@ -113,7 +113,9 @@ class ValueGuidedLogitsProcessor(LogitsProcessor):
         if values.shape[-1] != log_probs.shape[-1]:
             # models whose LM head pads the vocabulary: the heads cover the real rows only
             if values.shape[-1] > log_probs.shape[-1]:
-                raise RuntimeError(f"value heads cover {values.shape[-1]} tokens but the scores have {log_probs.shape[-1]}")
+                raise RuntimeError(
+                    f"value heads cover {values.shape[-1]} tokens but the scores have {log_probs.shape[-1]}"
+                )
             pad = log_probs.new_zeros(values.shape[0], log_probs.shape[-1] - values.shape[-1])
             values = torch.cat([values, pad], dim=-1)
         return (log_probs + self.beta * values).to(scores.dtype)
@@ -165,7 +167,7 @@ class ValueGuidedPolicy:
         processors.append(self.processor)
         return self.model.generate(*args, logits_processor=processors, **kwargs)
 
-    def to(self, *args, **kwargs) -> "ValueGuidedPolicy":
+    def to(self, *args, **kwargs) -> ValueGuidedPolicy:
         self.policy.to(*args, **kwargs)
         return self
 
@@ -196,7 +198,11 @@ def load_value_guided_policy(
 
     directory = resolve_folder(path_or_repo, revision=revision, token=token)
     policy = ValueHeadPolicy.from_pretrained(
-        directory, base_model=base_model, dtype=dtype, device=device, quantization_config=quantization_config,
+        directory,
+        base_model=base_model,
+        dtype=dtype,
+        device=device,
+        quantization_config=quantization_config,
         check_name=check_name,
     )
     tokenizer = None

@@ -88,14 +88,16 @@ class ValueHeadPolicy(nn.Module):
     def is_peft(self) -> bool:
         return is_peft_model(self.base)
 
-    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
-                                        every_n_layers: int = 1, offload: bool = False):
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict | None = None, every_n_layers: int = 1, offload: bool = False
+    ):
         """Checkpoint the backbone's layers (the heads are cheap and their CE is chunked already)."""
         kwargs = activation_checkpointing_kwargs or {"use_reentrant": False}
         base = unwrap_base(self.base)
         if hasattr(base, "activation_checkpointing_enable"):
-            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers,
-                                                 offload=offload)
+            base.activation_checkpointing_enable(
+                activation_checkpointing_kwargs=kwargs, every_n_layers=every_n_layers, offload=offload
+            )
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if self.is_peft and hasattr(self.base, "enable_input_require_grads"):
@@ -123,8 +125,13 @@ class ValueHeadPolicy(nn.Module):
         decoder = self.decoder
         if decoder is unwrap_base(self.base):
             # the CausalLM is its own decoder (rare): fall back to output_hidden_states, 1 logit row only
-            out = self.base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
-                            logits_to_keep=1, use_cache=False)
+            out = self.base(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                output_hidden_states=True,
+                logits_to_keep=1,
+                use_cache=False,
+            )
             return out.hidden_states[-1]
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
@@ -149,7 +156,10 @@ class ValueHeadPolicy(nn.Module):
             if attention_mask is not None:
                 full_batch["attention_mask"] = attention_mask
             losses, metrics = per_trajectory_losses(
-                hidden, heads if heads is not None else self.heads, full_batch, config,
+                hidden,
+                heads if heads is not None else self.heads,
+                full_batch,
+                config,
                 lm_head=self.lm_head if config.bc_weight > 0 else None,
             )
             output["losses"] = losses
@@ -206,9 +216,11 @@ class ValueHeadPolicy(nn.Module):
             base_state = None
             if state_dict is not None:
                 prefix = "base."
-                base_state = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+                base_state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
             if self.is_peft:
-                self.base.save_pretrained(staging, state_dict=_peft_state(self.base, base_state) if base_state else None)
+                self.base.save_pretrained(
+                    staging, state_dict=_peft_state(self.base, base_state) if base_state else None
+                )
             else:
                 self.base.save_pretrained(staging, state_dict=base_state)
             if tokenizer is not None:
@@ -224,7 +236,7 @@ class ValueHeadPolicy(nn.Module):
             self.heads.base_model_name = name
         heads_state = None
         if state_dict is not None:
-            heads_state = {k[len("heads."):]: v for k, v in state_dict.items() if k.startswith("heads.")} or None
+            heads_state = {k[len("heads.") :]: v for k, v in state_dict.items() if k.startswith("heads.")} or None
         self.heads.save_pretrained(directory / HEADS_SUBFOLDER, state_dict=heads_state)
         if extra_artifacts is not None:
             extra_artifacts(directory)
@@ -248,7 +260,9 @@ class ValueHeadPolicy(nn.Module):
         directory = Path(directory)
         heads_file = directory / HEADS_SUBFOLDER / "model.safetensors"
         if not heads_file.is_file():
-            raise FileNotFoundError(f"{str(heads_file)!r} not found: {str(directory)!r} is not an offline RL policy folder")
+            raise FileNotFoundError(
+                f"{str(heads_file)!r} not found: {str(directory)!r} is not an offline RL policy folder"
+            )
         read_policy_record(directory)
         heads_state = load_safetensors_file(heads_file, device=str(self.device))
         self.heads.load_state_dict(heads_state, strict=True)
@@ -285,7 +299,7 @@ class ValueHeadPolicy(nn.Module):
         check_name: bool = True,
         revision: str | None = None,
         token: str | None = None,
-    ) -> "ValueHeadPolicy":
+    ) -> ValueHeadPolicy:
         """Restore base model (+ LoRA adapter) + value heads from a saved folder or Hub repo id.
 
         ``base_model`` overrides the recorded base (an id/path, or an already-loaded model, e.g. to
@@ -306,7 +320,10 @@ class ValueHeadPolicy(nn.Module):
         heads = ValueHeads.from_pretrained(str(directory / record.get("value_heads", HEADS_SUBFOLDER)))
         recorded = record.get("base_model") or ""
         if isinstance(base_model, nn.Module):
-            base, base_name = base_model, str(getattr(getattr(unwrap_base(base_model), "config", None), "_name_or_path", ""))
+            base, base_name = (
+                base_model,
+                str(getattr(getattr(unwrap_base(base_model), "config", None), "_name_or_path", "")),
+            )
         elif record.get("adapter"):
             base_name = str(base_model or recorded)
             if not base_name:
@@ -379,10 +396,12 @@ def read_policy_record(directory: Path) -> dict[str, Any]:
         interrupted = (directory / HEADS_SUBFOLDER).is_dir() or any(directory.glob(".policy-base-*"))
         raise FileNotFoundError(
             f"{str(record_file)!r} not found: "
-            + (f"{str(directory)!r} holds an incomplete save (it was interrupted or failed before the marker "
-               "was written); save again or use an earlier copy"
-               if interrupted else
-               f"{str(directory)!r} is not a folder saved by OfflineRLTrainer / ValueHeadPolicy.save_pretrained")
+            + (
+                f"{str(directory)!r} holds an incomplete save (it was interrupted or failed before the marker "
+                "was written); save again or use an earlier copy"
+                if interrupted
+                else f"{str(directory)!r} is not a folder saved by OfflineRLTrainer / ValueHeadPolicy.save_pretrained"
+            )
         )
     try:
         record = json.loads(record_file.read_text(encoding="utf-8"))
@@ -451,7 +470,8 @@ def _check_full_fine_tune_base(directory: Path, base_model: Any, heads: ValueHea
 
         raise IncompatibleHeadsError(
             f"base_model={label} does not fit {str(directory)!r} (a full fine-tune, whose weights are the base): "
-            + "; ".join(problems) + ". Drop base_model= to load the fine-tuned weights the folder holds."
+            + "; ".join(problems)
+            + ". Drop base_model= to load the fine-tuned weights the folder holds."
         )
     import warnings
 

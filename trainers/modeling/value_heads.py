@@ -211,7 +211,9 @@ class ValueHeads(
         """All vocabulary Q values ``[..., |V|]``. Use only on few positions (generation)."""
         return self._q_list(target)[index](hidden)
 
-    def gather_q(self, hidden: torch.Tensor, actions: torch.Tensor, index: int = 0, target: bool = False) -> torch.Tensor:
+    def gather_q(
+        self, hidden: torch.Tensor, actions: torch.Tensor, index: int = 0, target: bool = False
+    ) -> torch.Tensor:
         """``Q(s, a)`` for states ``hidden [N, d]`` and actions ``[N]`` without the ``[N, |V|]`` logits."""
         features = self.q_features(hidden, index, target)
         projection = self.q_projection(index, target)
@@ -274,7 +276,8 @@ class ValueHeads(
             problems.append(f"base model {name!r} != {self.base_model_name!r} recorded in the heads")
         if problems:
             raise IncompatibleHeadsError(
-                "value heads do not fit this base model: " + "; ".join(problems)
+                "value heads do not fit this base model: "
+                + "; ".join(problems)
                 + ". Load the base model the heads were trained on, or pass check_name=False if only the id differs "
                 "(e.g. a local copy of the same model)."
             )
@@ -325,7 +328,7 @@ class ValueHeads(
         }
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> "ValueHeads":
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> ValueHeads:
         """Load heads from a folder or Hub repo; a local ``config.json`` is checked first (JSON, fields, types)."""
         config_file = Path(os.fspath(pretrained_model_name_or_path)) / "config.json"
         if config_file.is_file():
@@ -378,14 +381,20 @@ class ValueHeads(
                 f"{model_file!r} does not match its config.json: missing tensors {sorted(missing)}, "
                 f"unexpected tensors {sorted(unexpected)}"
             )
-        for parameter in (model.target_q_heads.parameters() if model.target_q_heads is not None else []):
+        for parameter in model.target_q_heads.parameters() if model.target_q_heads is not None else []:
             parameter.requires_grad_(False)
         model.eval()
         return model
 
     @classmethod
-    def for_model(cls, model, loss_type: str = "mc", q_head_type: str = "linear", mlp_hidden_size: int | None = None,
-                  base_model_name: str | None = None) -> "ValueHeads":
+    def for_model(
+        cls,
+        model,
+        loss_type: str = "mc",
+        q_head_type: str = "linear",
+        mlp_hidden_size: int | None = None,
+        base_model_name: str | None = None,
+    ) -> ValueHeads:
         """Build heads sized for ``model`` (its final hidden size and output vocabulary)."""
         hidden = _hidden_size_of(model)
         vocab = _vocab_size_of(model)
@@ -393,8 +402,14 @@ class ValueHeads(
             raise ValueError(f"cannot read the hidden size / vocabulary size of {type(model).__name__}")
         if base_model_name is None:
             base_model_name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
-        return cls(hidden, vocab, loss_type=loss_type, q_head_type=q_head_type, mlp_hidden_size=mlp_hidden_size,
-                   base_model_name=base_model_name)
+        return cls(
+            hidden,
+            vocab,
+            loss_type=loss_type,
+            q_head_type=q_head_type,
+            mlp_hidden_size=mlp_hidden_size,
+            base_model_name=base_model_name,
+        )
 
 
 def _canonical(name: str) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import random
 import sys
 import time
@@ -39,8 +38,8 @@ import datasets
 import torch
 from transformers import TrainerCallback
 
-from ..boost.config import METHODS, BilevelReweightConfig
 from .. import hardware
+from ..boost.config import METHODS, BilevelReweightConfig
 from ..data.schema import to_dataset
 from .boost_scripted import REAL_BUILDERS, scripted_quality
 

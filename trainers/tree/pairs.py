@@ -125,12 +125,16 @@ def mine_tree_pairs(
     reason = None
     if not pairs:
         reason = (
-            "no branching node" if branching == 0 else f"{branching} branching nodes but no sibling outcomes differ by more than margin={margin}"
+            "no branching node"
+            if branching == 0
+            else f"{branching} branching nodes but no sibling outcomes differ by more than margin={margin}"
         )
     return pairs, reason
 
 
-def _continuation(tree: TrajectoryTree, child: TreeNode, continuation: str, best: bool) -> tuple[list[dict[str, str]], list[int]]:
+def _continuation(
+    tree: TrajectoryTree, child: TreeNode, continuation: str, best: bool
+) -> tuple[list[dict[str, str]], list[int]]:
     nodes = [child.node_id] if continuation == "step" else greedy_path(tree, child.node_id, best=best)
     return tree.messages_for_path(nodes, include_first_observation=False), nodes
 
@@ -180,7 +184,9 @@ def mine_pairs(
         trees = trees.trees
     result = PairMiningResult()
     for task_id, tree in trees.items():
-        pairs, reason = mine_tree_pairs(tree, margin=margin, continuation=continuation, pairing=pairing, min_visits=min_visits)
+        pairs, reason = mine_tree_pairs(
+            tree, margin=margin, continuation=continuation, pairing=pairing, min_visits=min_visits
+        )
         result.pairs.extend(pairs)
         result.counts[task_id] = len(pairs)
         if reason:

@@ -66,7 +66,14 @@ def render_tree(
         ax.plot([x0, x1], [y0, y1], color="0.7", linewidth=0.8, zorder=1)
     if highlight:
         chain = [0, *highlight]
-        ax.plot([positions[i][0] for i in chain], [positions[i][1] for i in chain], color="tab:blue", linewidth=3, zorder=2, label="highlighted path")
+        ax.plot(
+            [positions[i][0] for i in chain],
+            [positions[i][1] for i in chain],
+            color="tab:blue",
+            linewidth=3,
+            zorder=2,
+            label="highlighted path",
+        )
         ax.legend(loc="lower right")
     max_visits = max(n.visits for n in tree.nodes) or 1
     xs = [positions[n.node_id][0] for n in tree.nodes]
@@ -78,11 +85,21 @@ def render_tree(
         for node in tree.nodes[1:]:
             label = node.action if len(node.action) <= label_chars else node.action[: label_chars - 1] + "…"
             x, y = positions[node.node_id]
-            ax.annotate(f"{label}\n{node.mean_outcome:.2f} ({node.visits})", (x, y), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
+            ax.annotate(
+                f"{label}\n{node.mean_outcome:.2f} ({node.visits})",
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 8),
+                ha="center",
+                fontsize=7,
+            )
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(mappable, ax=ax, label="mean outcome G(e)")
     summary = tree.summary()
-    ax.set_title(title or f"task {tree.task_id}: {summary['trajectories']} trajectories, {summary['nodes']} nodes, depth {summary['depth']}")
+    ax.set_title(
+        title
+        or f"task {tree.task_id}: {summary['trajectories']} trajectories, {summary['nodes']} nodes, depth {summary['depth']}"
+    )
     ax.set_ylabel("depth (steps)")
     ax.set_xticks([])
     ax.set_yticks(sorted({-d for d in range(tree.depth + 1)}))
@@ -95,7 +112,13 @@ def render_tree(
     return path
 
 
-def render_forest(forest: TrajectoryForest, directory: str | os.PathLike, *, max_trees: int = 20, highlights: dict[str, Sequence[int]] | None = None) -> list[Path]:
+def render_forest(
+    forest: TrajectoryForest,
+    directory: str | os.PathLike,
+    *,
+    max_trees: int = 20,
+    highlights: dict[str, Sequence[int]] | None = None,
+) -> list[Path]:
     """One PNG per task (the first ``max_trees``), named ``tree-<task_id>.png``."""
     directory = Path(directory)
     paths = []

@@ -248,7 +248,9 @@ class TrajectoryTree:
         first step's observation, which :meth:`messages_for_path` emits."""
         return [{"role": "system", "content": self.system}] if self.system else []
 
-    def messages_for_path(self, node_ids: Sequence[int], *, include_first_observation: bool = True) -> list[dict[str, str]]:
+    def messages_for_path(
+        self, node_ids: Sequence[int], *, include_first_observation: bool = True
+    ) -> list[dict[str, str]]:
         """The conversation of a path of consecutive nodes: (user observation, assistant step) pairs."""
         messages: list[dict[str, str]] = []
         for position, node_id in enumerate(node_ids):
@@ -328,7 +330,14 @@ class TrajectoryTree:
             group = self._n_groups.get(parent.node_id, 0)
             self._n_groups[parent.node_id] = group + 1
         child = TreeNode(
-            len(self.nodes), parent.node_id, parent.depth + 1, step.observation, step.thought, step.action, step.content, group
+            len(self.nodes),
+            parent.node_id,
+            parent.depth + 1,
+            step.observation,
+            step.thought,
+            step.action,
+            step.content,
+            group,
         )
         self.nodes.append(child)
         parent.children.append(child.node_id)
@@ -357,25 +366,50 @@ class TrajectoryTree:
         ]
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Mapping[str, Any]], *, similarity_threshold: float = 0.9, similarity_on: str = "observation+thought") -> "TrajectoryTree":
+    def from_rows(
+        cls,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        similarity_threshold: float = 0.9,
+        similarity_on: str = "observation+thought",
+    ) -> TrajectoryTree:
         rows = sorted(rows, key=lambda r: r["node_id"])
         if not rows or rows[0]["node_id"] != 0 or rows[0]["parent_id"] != -1:
             task = rows[0]["task_id"] if rows else "?"
             raise ValueError(f"node table of task {task!r}: node 0 must be the root (parent_id -1)")
         root = rows[0]
-        tree = cls(root["task_id"], root["content"], root["observation"], similarity_threshold=similarity_threshold, similarity_on=similarity_on)
+        tree = cls(
+            root["task_id"],
+            root["content"],
+            root["observation"],
+            similarity_threshold=similarity_threshold,
+            similarity_on=similarity_on,
+        )
         tree.nodes = []
         for expected, r in enumerate(rows):
             if r["node_id"] != expected:
-                raise ValueError(f"node table of task {r['task_id']!r}: node ids must be 0..N-1, found {r['node_id']} at position {expected}")
+                raise ValueError(
+                    f"node table of task {r['task_id']!r}: node ids must be 0..N-1, found {r['node_id']} at position {expected}"
+                )
             node = TreeNode(
-                r["node_id"], r["parent_id"], r["depth"], r["observation"], r["thought"], r["action"], r["content"],
-                r["state_group"], r["visits"], float(r["total_outcome"]), list(r["trajectory_ids"]),
+                r["node_id"],
+                r["parent_id"],
+                r["depth"],
+                r["observation"],
+                r["thought"],
+                r["action"],
+                r["content"],
+                r["state_group"],
+                r["visits"],
+                float(r["total_outcome"]),
+                list(r["trajectory_ids"]),
             )
             tree.nodes.append(node)
             if node.parent_id >= 0:
                 if node.parent_id >= node.node_id:
-                    raise ValueError(f"node table of task {r['task_id']!r}, node {node.node_id}: parent {node.parent_id} must come first")
+                    raise ValueError(
+                        f"node table of task {r['task_id']!r}, node {node.node_id}: parent {node.parent_id} must come first"
+                    )
                 tree.nodes[node.parent_id].children.append(node.node_id)
                 tree._by_action.setdefault((node.parent_id, node.action), []).append(node.node_id)
                 tree._n_groups[node.parent_id] = max(tree._n_groups.get(node.parent_id, 0), node.state_group + 1)
@@ -425,7 +459,15 @@ TREE_CONFIG_NAME = "tree_config.json"
 class TrajectoryForest:
     """One :class:`TrajectoryTree` per task, with the settings they were built with."""
 
-    def __init__(self, trees: Mapping[str, TrajectoryTree] | None = None, *, similarity_threshold: float = 0.9, similarity_on: str = "observation+thought", score_key: str = "final_score", embedding_model: str = "all-MiniLM-L6-v2"):
+    def __init__(
+        self,
+        trees: Mapping[str, TrajectoryTree] | None = None,
+        *,
+        similarity_threshold: float = 0.9,
+        similarity_on: str = "observation+thought",
+        score_key: str = "final_score",
+        embedding_model: str = "all-MiniLM-L6-v2",
+    ):
         self.trees: dict[str, TrajectoryTree] = dict(trees or {})
         self.similarity_threshold = similarity_threshold
         self.similarity_on = similarity_on
@@ -444,7 +486,9 @@ class TrajectoryForest:
         try:
             return self.trees[task_id]
         except KeyError:
-            raise KeyError(f"no tree for task {task_id!r}; the forest has {len(self.trees)} tasks: {sorted(self.trees)[:10]}") from None
+            raise KeyError(
+                f"no tree for task {task_id!r}; the forest has {len(self.trees)} tasks: {sorted(self.trees)[:10]}"
+            ) from None
 
     @property
     def num_nodes(self) -> int:
@@ -470,7 +514,7 @@ class TrajectoryForest:
         return datasets.Dataset.from_list(rows, features=node_features())
 
     @classmethod
-    def from_dataset(cls, dataset, **config) -> "TrajectoryForest":
+    def from_dataset(cls, dataset, **config) -> TrajectoryForest:
         missing = set(node_features()) - set(dataset.column_names)
         if missing:
             raise ValueError(f"not a tree node table: missing columns {sorted(missing)}")
@@ -479,7 +523,9 @@ class TrajectoryForest:
             by_task.setdefault(row["task_id"], []).append(row)
         forest = cls(**config)
         for task_id, rows in by_task.items():
-            forest.trees[task_id] = TrajectoryTree.from_rows(rows, similarity_threshold=forest.similarity_threshold, similarity_on=forest.similarity_on)
+            forest.trees[task_id] = TrajectoryTree.from_rows(
+                rows, similarity_threshold=forest.similarity_threshold, similarity_on=forest.similarity_on
+            )
         return forest
 
     def card(self, repo_id: str | None = None):
@@ -487,7 +533,15 @@ class TrajectoryForest:
 
         sizes = [t.summary() for t in self.trees.values()]
         n_nodes = self.num_nodes
-        size_category = "n<1K" if n_nodes < 1000 else "1K<n<10K" if n_nodes < 10000 else "10K<n<100K" if n_nodes < 100000 else "100K<n<1M"
+        size_category = (
+            "n<1K"
+            if n_nodes < 1000
+            else "1K<n<10K"
+            if n_nodes < 10000
+            else "10K<n<100K"
+            if n_nodes < 100000
+            else "100K<n<1M"
+        )
         return render_card(
             "tree_dataset_card",
             repo_type="dataset",
@@ -515,13 +569,15 @@ class TrajectoryForest:
         return Path(directory)
 
     @classmethod
-    def load_from_disk(cls, directory: str | os.PathLike) -> "TrajectoryForest":
+    def load_from_disk(cls, directory: str | os.PathLike) -> TrajectoryForest:
         import datasets
 
         directory = Path(directory)
         nodes = directory / "nodes"
         if not nodes.is_dir():
-            raise FileNotFoundError(f"{str(directory)!r} is not a saved trajectory forest: no 'nodes' folder (save with TrajectoryForest.save_to_disk)")
+            raise FileNotFoundError(
+                f"{str(directory)!r} is not a saved trajectory forest: no 'nodes' folder (save with TrajectoryForest.save_to_disk)"
+            )
         config_path = directory / TREE_CONFIG_NAME
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
         return cls.from_dataset(datasets.load_from_disk(str(nodes)), **config)
@@ -543,10 +599,12 @@ class TrajectoryForest:
         folder = Path(tempfile.mkdtemp(prefix="trainers-tree-card-"))
         (folder / TREE_CONFIG_NAME).write_text(json.dumps(self.config(), indent=2), encoding="utf-8")
         self.card(repo_id).save(str(folder / "README.md"))
-        return push_folder(folder, repo_id, repo_type="dataset", token=token, private=private, commit_message="Tree card and settings")
+        return push_folder(
+            folder, repo_id, repo_type="dataset", token=token, private=private, commit_message="Tree card and settings"
+        )
 
     @classmethod
-    def from_hub(cls, repo_id: str, **load_kwargs) -> "TrajectoryForest":
+    def from_hub(cls, repo_id: str, **load_kwargs) -> TrajectoryForest:
         import datasets
 
         dataset = datasets.load_dataset(repo_id, split="train", **load_kwargs)
@@ -580,7 +638,9 @@ def build_forest(
     if not rows:
         raise ValueError("build_forest got no trajectories")
     similarity = _Similarity(embedder, similarity_threshold)
-    forest = TrajectoryForest(similarity_threshold=similarity_threshold, similarity_on=similarity_on, score_key=score_key)
+    forest = TrajectoryForest(
+        similarity_threshold=similarity_threshold, similarity_on=similarity_on, score_key=score_key
+    )
     start = time.perf_counter()
     parsed = []
     texts: dict[str, None] = {}
@@ -600,7 +660,9 @@ def build_forest(
         tree = forest.trees.get(task_id)
         if tree is None:
             system, instruction, _ = parsed[index]
-            tree = forest.trees[task_id] = TrajectoryTree(task_id, system, instruction, similarity_threshold=similarity_threshold, similarity_on=similarity_on)
+            tree = forest.trees[task_id] = TrajectoryTree(
+                task_id, system, instruction, similarity_threshold=similarity_threshold, similarity_on=similarity_on
+            )
         tree.add_trajectory(row, similarity, score_key=score_key, index=index, _parsed=parsed[index])  # validated above
     forest.build_stats = {
         "parse_seconds": parse_seconds,

@@ -10,7 +10,15 @@ from ..base import StepResult, Task, extract_action
 from .catalog import Catalog, Product, build_catalog, load_catalog
 from .goals import Goal, builtin_goals, goals_from_attribute_file, goals_from_human_file
 from .pages import (
-    BACK_TO_SEARCH, NEXT_PAGE, PREV_PAGE, Page, done_page, item_page, item_sub_page, results_page, search_page,
+    BACK_TO_SEARCH,
+    NEXT_PAGE,
+    PREV_PAGE,
+    Page,
+    done_page,
+    item_page,
+    item_sub_page,
+    results_page,
+    search_page,
 )
 from .reward import get_reward
 from .search import SEARCH_RETURN_N, SearchEngine
@@ -323,8 +331,14 @@ class WebShopEnv:
             self.done = True
             self._page = done_page(score)
             info.update(
-                score=score, success=score >= 1.0, purchased_asin=product.asin, purchased_options=dict(self.options),
-                target_asin=self.goal.asin, reward_info=details, truncated=False, page="done",
+                score=score,
+                success=score >= 1.0,
+                purchased_asin=product.asin,
+                purchased_options=dict(self.options),
+                target_asin=self.goal.asin,
+                reward_info=details,
+                truncated=False,
+                page="done",
             )
         elif self.steps >= self.max_steps:
             self.done = True

@@ -112,9 +112,15 @@ def builtin_goal(product: Product, rng: random.Random) -> Goal:
     if phrases:
         text += " " + _join(phrases)
     return Goal(
-        asin=product.asin, instruction_text=text + price_text, attributes=attributes,
-        goal_options=list(goal_options.values()), price_upper=upper, query=product.query, name=product.title,
-        product_category=product.product_category, category=product.category,
+        asin=product.asin,
+        instruction_text=text + price_text,
+        attributes=attributes,
+        goal_options=list(goal_options.values()),
+        price_upper=upper,
+        query=product.query,
+        name=product.title,
+        product_category=product.product_category,
+        category=product.category,
         extra={"goal_option_names": list(goal_options)},
     )
 
@@ -154,11 +160,19 @@ def goals_from_attribute_file(
             goal_options = dict(zip(names, combination))
             option_text = ", and ".join(f"{k}: {v}" for k, v in goal_options.items())
             option_text = f" with {option_text}" if option_text else ""
-            goals.append(Goal(
-                asin=product.asin, instruction_text=f"{entry['instruction']}{option_text}{price_text}",
-                attributes=attributes, goal_options=goal_options, price_upper=upper, query=product.query,
-                name=product.title, product_category=product.product_category, category=product.category,
-            ))
+            goals.append(
+                Goal(
+                    asin=product.asin,
+                    instruction_text=f"{entry['instruction']}{option_text}{price_text}",
+                    attributes=attributes,
+                    goal_options=goal_options,
+                    price_upper=upper,
+                    query=product.query,
+                    name=product.title,
+                    product_category=product.product_category,
+                    category=product.category,
+                )
+            )
             for attribute in attributes:
                 attribute_counts[attribute] = attribute_counts.get(attribute, 0) + 1
     # the original's sampling weight: rarer attributes make a goal more likely to be drawn
@@ -182,17 +196,31 @@ def goals_from_human_file(catalog: Catalog, entries: Mapping[str, Any], *, seed:
             if not attributes:  # the original skips these
                 continue
             upper, price_text = price_ceiling(product.price, rng)
-            goals.append(Goal(
-                asin=product.asin, instruction_text=str(item["instruction"]).strip(".") + price_text,
-                attributes=attributes, goal_options=list(item.get("instruction_options") or []), price_upper=upper,
-                query=product.query, name=product.title, product_category=product.product_category,
-                category=product.category,
-            ))
+            goals.append(
+                Goal(
+                    asin=product.asin,
+                    instruction_text=str(item["instruction"]).strip(".") + price_text,
+                    attributes=attributes,
+                    goal_options=list(item.get("instruction_options") or []),
+                    price_upper=upper,
+                    query=product.query,
+                    name=product.title,
+                    product_category=product.product_category,
+                    category=product.category,
+                )
+            )
     random.Random(GOAL_SHUFFLE_SEED + seed).shuffle(goals)
     return goals
 
 
 __all__ = [
-    "GOAL_SHUFFLE_SEED", "Goal", "NO_PRICE_LIMIT", "PRICE_RANGE", "builtin_goal", "builtin_goals",
-    "goals_from_attribute_file", "goals_from_human_file", "price_ceiling",
+    "GOAL_SHUFFLE_SEED",
+    "Goal",
+    "NO_PRICE_LIMIT",
+    "PRICE_RANGE",
+    "builtin_goal",
+    "builtin_goals",
+    "goals_from_attribute_file",
+    "goals_from_human_file",
+    "price_ceiling",
 ]

@@ -100,6 +100,17 @@ def done_page(score: float) -> Page:
 
 
 __all__ = [
-    "BACK_TO_SEARCH", "BUY_NOW", "NEXT_PAGE", "PREV_PAGE", "PRODUCT_WINDOW", "Page", "SEP", "SUB_PAGES",
-    "done_page", "item_page", "item_sub_page", "results_page", "search_page",
+    "BACK_TO_SEARCH",
+    "BUY_NOW",
+    "NEXT_PAGE",
+    "PREV_PAGE",
+    "PRODUCT_WINDOW",
+    "Page",
+    "SEP",
+    "SUB_PAGES",
+    "done_page",
+    "item_page",
+    "item_sub_page",
+    "results_page",
+    "search_page",
 ]

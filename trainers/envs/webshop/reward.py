@@ -33,9 +33,38 @@ FUZZY_THRESHOLD = 85
 # Colour words an option value is reduced to when it contains one (first hit in this order wins,
 # so multi-word shades like "navy blue" reduce to a base colour and match "blue").
 _COLOR_WORDS = (
-    "beige", "black", "blue", "bronze", "brown", "burgundy", "charcoal", "coral", "cream", "gold", "gray",
-    "green", "grey", "ivory", "khaki", "lavender", "maroon", "navy", "nude", "olive", "orange", "pink",
-    "purple", "red", "rose", "silver", "tan", "teal", "turquoise", "violet", "white", "yellow",
+    "beige",
+    "black",
+    "blue",
+    "bronze",
+    "brown",
+    "burgundy",
+    "charcoal",
+    "coral",
+    "cream",
+    "gold",
+    "gray",
+    "green",
+    "grey",
+    "ivory",
+    "khaki",
+    "lavender",
+    "maroon",
+    "navy",
+    "nude",
+    "olive",
+    "orange",
+    "pink",
+    "purple",
+    "red",
+    "rose",
+    "silver",
+    "tan",
+    "teal",
+    "turquoise",
+    "violet",
+    "white",
+    "yellow",
 )
 
 _STOPWORDS = frozenset(
@@ -192,6 +221,12 @@ def get_reward(
 
 
 __all__ = [
-    "EXACT_MATCH_OPTIONS", "FUZZY_THRESHOLD", "attribute_reward", "get_reward", "normalize_color",
-    "option_reward", "title_nouns", "type_reward",
+    "EXACT_MATCH_OPTIONS",
+    "FUZZY_THRESHOLD",
+    "attribute_reward",
+    "get_reward",
+    "normalize_color",
+    "option_reward",
+    "title_nouns",
+    "type_reward",
 ]

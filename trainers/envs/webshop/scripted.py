@@ -163,8 +163,9 @@ class HeuristicShopper:
             current_asin = opened[-1] if opened else ""
             may_look_further = len(opened) < self.max_products and opened.count(current_asin) <= 1
             if overlap < 0.5 and may_look_further:
-                return self._turn("This product does not match well; I will go back to the results.",
-                                  f"click[{PREV_PAGE}]")
+                return self._turn(
+                    "This product does not match well; I will go back to the results.", f"click[{PREV_PAGE}]"
+                )
             return self._turn("The product and options match the instruction, so I buy it.", f"click[{BUY_NOW}]")
 
         if any(p in SUB_PAGES for p in parts) or PREV_PAGE in parts:  # a sub page
@@ -237,22 +238,39 @@ def scripted_trajectories(
             if not done:
                 messages.append({"role": "user", "content": observation})
         score = float(info.get("score", 0.0))
-        rows.append(make_trajectory(
-            messages, rewards, id=f"webshop-{'oracle' if policy == 'oracle' else 'heuristic'}-{task.task_id}",
-            task_id=task.task_id, category=task.category, source=source, done=True,
-            success=bool(info.get("success", False)),
-            metadata={
-                "env": "webshop", "split": task.split, "score": score, "steps": len(rewards),
-                "purchased_asin": info.get("purchased_asin"), "target_asin": info.get("target_asin"),
-                "truncated": bool(info.get("truncated", False)), "reward_mode": env.config.reward_mode,
-                "generator": f"webshop scripted {'oracle' if policy == 'oracle' else 'heuristic'} shopper",
-                "catalog": env.catalog.source,
-            },
-        ))
+        rows.append(
+            make_trajectory(
+                messages,
+                rewards,
+                id=f"webshop-{'oracle' if policy == 'oracle' else 'heuristic'}-{task.task_id}",
+                task_id=task.task_id,
+                category=task.category,
+                source=source,
+                done=True,
+                success=bool(info.get("success", False)),
+                metadata={
+                    "env": "webshop",
+                    "split": task.split,
+                    "score": score,
+                    "steps": len(rewards),
+                    "purchased_asin": info.get("purchased_asin"),
+                    "target_asin": info.get("target_asin"),
+                    "truncated": bool(info.get("truncated", False)),
+                    "reward_mode": env.config.reward_mode,
+                    "generator": f"webshop scripted {'oracle' if policy == 'oracle' else 'heuristic'} shopper",
+                    "catalog": env.catalog.source,
+                },
+            )
+        )
     return rows
 
 
 __all__ = [
-    "HeuristicShopper", "instruction_of", "parse_item", "parse_results", "price_limit", "scripted_trajectories",
+    "HeuristicShopper",
+    "instruction_of",
+    "parse_item",
+    "parse_results",
+    "price_limit",
+    "scripted_trajectories",
     "search_keywords",
 ]
