@@ -86,7 +86,13 @@ TABLES = config_tables()
 
 def test_the_trainer_pages_carry_their_config_tables():
     documented = {name for _, name, _ in TABLES}
-    assert "trainers.OfflineRLConfig" in documented
+    expected = {
+        "trainers.OfflineRLConfig",
+        "trainers.BilevelReweightConfig",
+        "trainers.TreeDPOConfig",
+        "trainers.MCTSDistillConfig",
+    }
+    assert expected <= documented, f"trainer pages without a checked config table: {sorted(expected - documented)}"
 
 
 @pytest.mark.parametrize("page,name,rows", TABLES, ids=[f"{p.name}:{n}" for p, n, _ in TABLES])
