@@ -16,7 +16,8 @@ INSTR = "task : heat water"
 
 
 def _forest():
-    # Empirically "pick up thermometer" looks better (0.6 vs 0.25), but MCTS finds the winning leaf under "go to kitchen".
+    # Empirically "pick up thermometer" looks better (0.6 vs 0.25), but MCTS finds the winning leaf
+    # under "go to kitchen".
     rows = [trajectory("t", [(INSTR, "go", "go to kitchen"), ("stove", "", "heat water")], 1.0, id="win")]
     rows += [
         trajectory("t", [(INSTR, "go", "go to kitchen"), ("stove", "", f"open door {i}")], 0.0, id=f"lose{i}")
@@ -59,7 +60,7 @@ def test_trains_on_best_path_assistant_tokens_only(tmp_path, tiny_tokenizer, tin
     assert assistant == ["Thought: go\nAction: go to kitchen", "Action: heat water"]
     example = trainer.train_dataset[0]
     ids, labels = example["input_ids"], example["labels"]
-    trained = tiny_tokenizer.decode([i for i, l in zip(ids, labels) if l != -100])
+    trained = tiny_tokenizer.decode([i for i, label in zip(ids, labels) if label != -100])
     assert trained == "".join(content + "<|im_end|>" for content in assistant)
     assert "stove" in tiny_tokenizer.decode(ids) and "stove" not in trained
 
@@ -133,3 +134,20 @@ def test_paths_per_task_and_min_path_value_choose_the_training_paths(tmp_path, t
         processing_class=tiny_tokenizer,
     )
     assert [r["rewards"][-1] for r in high.best_paths] == [1.0]
+
+
+def test_checkpoints_are_staged_and_resume_from_the_newest_complete_one(tmp_path, tiny_tokenizer, tiny_llama):
+    from trainers.checkpointing import COMPLETE_MARKER
+
+    args = _args(tmp_path, save_strategy="steps", save_steps=1, save_total_limit=1, max_steps=2, logging_steps=1)
+    MCTSDistillTrainer(tiny_llama, args=args, forest=_forest(), processing_class=tiny_tokenizer).train()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith((".", "checkpoint"))) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    # a newer checkpoint that a kill left without its marker is skipped, not resumed from
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    args = _args(tmp_path, save_strategy="no", max_steps=3, logging_steps=1)
+    resumed = MCTSDistillTrainer(tiny_llama, args=args, forest=_forest(), processing_class=tiny_tokenizer)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 3

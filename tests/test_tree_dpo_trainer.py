@@ -466,3 +466,14 @@ def test_foreign_reference_scores_its_own_rendering_of_the_same_messages(
     row = trainer.train_dataset[0]
     policy_text = tiny_tokenizer.decode(row["prompt_ids"] + row["chosen_ids"])
     assert policy_text == tiny_tokenizer.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)
+
+
+def test_checkpoints_are_staged_and_sealed(tmp_path, tiny_tokenizer, tiny_llama):
+    from trainers.checkpointing import COMPLETE_MARKER, latest_complete_checkpoint
+
+    args = _args(tmp_path, max_steps=2, save_strategy="steps", save_steps=1, save_total_limit=1)
+    TreeDPOTrainer(tiny_llama, args=args, forest=_forest(), processing_class=tiny_tokenizer).train()
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith((".", "checkpoint"))) == ["checkpoint-2"]
+    assert (out / "checkpoint-2" / COMPLETE_MARKER).is_file()
+    assert latest_complete_checkpoint(out) == out / "checkpoint-2"

@@ -16,6 +16,7 @@ from pathlib import Path
 import datasets
 from trl import SFTTrainer
 
+from trainers.checkpointing import CrashSafeCheckpointMixin
 from trainers.data.schema import to_dataset, validate_trajectories
 from trainers.data.tokenization import prepare_tokenizer, tokenize_trajectory
 from trainers.mcts_distill_config import MCTSDistillConfig
@@ -47,7 +48,7 @@ def tokenize_for_sft(
     return datasets.Dataset.from_list([encode(i, r) for i, r in enumerate(rows)])
 
 
-class MCTSDistillTrainer(SFTTrainer):
+class MCTSDistillTrainer(CrashSafeCheckpointMixin, SFTTrainer):
     """SFT of the strong model on MCTS best paths (W2SG).
 
     Give exactly one source of paths:

@@ -33,6 +33,7 @@ from trl.data_utils import _tokenize, common_prefix_length, is_conversational
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import add_fused_lm_head, pad
 
+from trainers.checkpointing import CrashSafeCheckpointMixin
 from trainers.tree import NoPreferencePairsError, TrajectoryForest, mine_pairs
 from trainers.tree_dpo_config import TreeDPOConfig
 
@@ -225,7 +226,7 @@ def _continuation_logps(
     return logps, counts
 
 
-class TreeDPOTrainer(DPOTrainer):
+class TreeDPOTrainer(CrashSafeCheckpointMixin, DPOTrainer):
     """DPO on tree-derived preference pairs (W2SG), the weak SFT model as reference.
 
     Args:
