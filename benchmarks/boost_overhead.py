@@ -283,7 +283,7 @@ def main() -> None:
             output = subprocess.run(
                 command, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}
             )
-            line = next((l for l in output.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((ln for ln in output.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
                 sys.stderr.write(output.stdout[-3000:] + output.stderr[-3000:])
                 raise SystemExit(f"worker {name} failed")

@@ -162,7 +162,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(
         f"ILQL loss fwd+bwd, batch {args.batch} x seq {args.seq}, hidden {args.hidden}, chunk {args.chunk}, "
-        f"{args.threads} thread(s), {'bf16 autocast' if args.bf16 else 'fp32'}; time = best of {args.steps} alternating runs"
+        f"{args.threads} thread(s), {'bf16 autocast' if args.bf16 else 'fp32'}; "
+        f"time = best of {args.steps} alternating runs"
     )
     rows = []
     for vocab in args.vocab:
@@ -194,7 +195,8 @@ def main() -> None:
         for implementation in ("naive", "chunked"):
             r = result[implementation]
             print(
-                f"  vocab {vocab:>7} {implementation:>8}: peak +{r['peak_mb']:8.1f} MB  step {r['step_s'] * 1000:8.1f} ms"
+                f"  vocab {vocab:>7} {implementation:>8}: peak +{r['peak_mb']:8.1f} MB  "
+                f"step {r['step_s'] * 1000:8.1f} ms"
                 f"  ({r['action_tokens']} action tokens)"
             )
         memory_ratio = result["chunked"]["peak_mb"] / max(result["naive"]["peak_mb"], 1e-9)

@@ -150,7 +150,7 @@ def main() -> None:
         cache = RolloutKVCache()
         for label, reuse in (("re-prefill", False), ("cached", cache)):
             start = time.perf_counter()
-            rows = rollout(model, lambda: ScienceWorldLikeEnv(turns), tasks, reuse_kv_cache=reuse, **common)
+            rows = rollout(model, lambda turns=turns: ScienceWorldLikeEnv(turns), tasks, reuse_kv_cache=reuse, **common)
             timings[label] = time.perf_counter() - start
             actions[label] = [[m["content"] for m in r["messages"] if m["role"] == "assistant"] for r in rows]
         history = max(

@@ -44,7 +44,8 @@ def webshop_like(n: int, turns: int = 6, seed: int = 0) -> datasets.Dataset:
             },
             {
                 "role": "user",
-                "content": f"Observation:\nWebShop [SEP] Instruction: [SEP] i need {goal}, and price lower than {rng.randint(10, 90)}.00 dollars [SEP] Search",
+                "content": f"Observation:\nWebShop [SEP] Instruction: [SEP] i need {goal}, "
+                f"and price lower than {rng.randint(10, 90)}.00 dollars [SEP] Search",
             },
         ]
         for turn in range(turns):
@@ -52,12 +53,14 @@ def webshop_like(n: int, turns: int = 6, seed: int = 0) -> datasets.Dataset:
             messages.append(
                 {
                     "role": "assistant",
-                    "content": f"Thought: I think I should look at {' '.join(rng.choices(WORDS, k=4))}.\nAction: click[{asin}]",
+                    "content": f"Thought: I think I should look at {' '.join(rng.choices(WORDS, k=4))}."
+                    f"\nAction: click[{asin}]",
                 }
             )
             if turn < turns - 1:
                 page = " [SEP] ".join(
-                    f"{f'B0{rng.randint(10**7, 10**8 - 1)}'} [SEP] {' '.join(rng.choices(WORDS, k=8)).title()} [SEP] ${rng.randint(5, 99)}.99"
+                    f"{f'B0{rng.randint(10**7, 10**8 - 1)}'} [SEP] {' '.join(rng.choices(WORDS, k=8)).title()} "
+                    f"[SEP] ${rng.randint(5, 99)}.99"
                     for _ in range(3)
                 )
                 messages.append(

@@ -72,7 +72,10 @@ def synthetic_trajectories(n: int, steps: int, tasks: int, branching: int, seed:
     rows = []
     for index in range(n):
         task = index % tasks
-        instruction = f"Your task is to boil water (variation {task}). First, focus on the substance. Then, take actions that will cause it to change its state of matter."
+        instruction = (
+            f"Your task is to boil water (variation {task}). First, focus on the substance. "
+            "Then, take actions that will cause it to change its state of matter."
+        )
         messages = [
             {"role": "system", "content": "You are a helpful science agent."},
             {"role": "user", "content": instruction},
@@ -193,7 +196,8 @@ def main():
 
     n_steps = sum(len(parse_steps(r["messages"])[2]) for r in rows)
     print(
-        f"\nTrajectory-tree benchmark: {args.trajectories:,} trajectories x {args.steps} steps, {args.tasks} tasks, branching {args.branching}"
+        f"\nTrajectory-tree benchmark: {args.trajectories:,} trajectories x {args.steps} steps, "
+        f"{args.tasks} tasks, branching {args.branching}"
     )
     print(f"(synthetic data generated in {generate_s:.1f} s; {psutil.cpu_count()} CPUs)\n")
     print("| measure | value |")
@@ -206,20 +210,24 @@ def main():
     print(f"| embedding pass, all unique strings | {full_embed_s:,.1f} s ({label}) |")
     merge_s = stats["parse_seconds"] + stats["merge_seconds"]
     print(
-        f"| tree build without embedding | {merge_s:.2f} s (parse {stats['parse_seconds']:.2f} s, merge {stats['merge_seconds']:.2f} s; vector lookup {stats['embedding_seconds']:.2f} s) |"
+        f"| tree build without embedding | {merge_s:.2f} s (parse {stats['parse_seconds']:.2f} s, "
+        f"merge {stats['merge_seconds']:.2f} s; vector lookup {stats['embedding_seconds']:.2f} s) |"
     )
     print(
-        f"| build throughput without embedding | {args.trajectories / merge_s:,.0f} trajectories/s, {n_steps / merge_s:,.0f} steps/s |"
+        f"| build throughput without embedding | {args.trajectories / merge_s:,.0f} trajectories/s, "
+        f"{n_steps / merge_s:,.0f} steps/s |"
     )
     build_s = merge_s
     print(f"| embedding share of total build | {full_embed_s / (full_embed_s + build_s):.1%} |")
     print(
-        f"| memory: process RSS growth over the build (forest kept, vector table released) | {rss_after - rss_before:,.0f} MB |"
+        "| memory: process RSS growth over the build (forest kept, vector table released) | "
+        f"{rss_after - rss_before:,.0f} MB |"
     )
     print(f"| memory: node table (Arrow) | {table_mb:,.1f} MB |")
     total_iterations = args.iterations * len(results)
     print(
-        f"| MCTS | {total_iterations / mcts_s:,.0f} iterations/s ({len(results)} trees x {args.iterations} in {mcts_s:.2f} s) |"
+        f"| MCTS | {total_iterations / mcts_s:,.0f} iterations/s "
+        f"({len(results)} trees x {args.iterations} in {mcts_s:.2f} s) |"
     )
     print(f"| pair mining | {len(pairs):,} pairs in {pairs_s:.2f} s |")
     print()

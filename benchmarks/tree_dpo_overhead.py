@@ -146,7 +146,8 @@ def main():
     for name, prep in (("DPOTrainer", plain_prep), ("TreeDPOTrainer", tree_prep)):
         series = times[name]
         print(
-            f"| {name} | {1000 * statistics.median(series):.1f} | {1000 * statistics.mean(series):.1f} | {tokens[name] / sum(series):,.0f} | {prep:.2f} |"
+            f"| {name} | {1000 * statistics.median(series):.1f} | {1000 * statistics.mean(series):.1f} | "
+            f"{tokens[name] / sum(series):,.0f} | {prep:.2f} |"
         )
     ratio = tree_median / plain_median
     print(

@@ -160,7 +160,7 @@ def test_naming_several_objects_is_not_a_win(oracle):
 
 
 def test_every_category_keyword_is_answered_truthfully(kb, oracle):
-    for category, objs in kb.categories.items():
+    for category, _objs in kb.categories.items():
         question = f"Is it a {category.lower()}?"
         for obj in kb.objects.values():
             answer = oracle.answer(obj, question)

@@ -278,7 +278,6 @@ def pushed(local_hub, tmp_path_factory, tiny_llama_path, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-
     work = tmp_path_factory.mktemp("pushed")
     expected = {}
 
@@ -406,7 +405,8 @@ def test_trajectory_forest_push_and_load(local_hub):
         forest = build_forest(rows, embedder=FakeEmbedder(), similarity_on="observation", show_progress=False)
         forest.push_to_hub("me/forest")
         back = TrajectoryForest.from_hub("me/forest")
-        print(json.dumps(dict(before=forest.summary(), after=back.summary(), card=DatasetCard.load("me/forest").text[:2000])))
+        card = DatasetCard.load("me/forest").text[:2000]
+        print(json.dumps(dict(before=forest.summary(), after=back.summary(), card=card)))
         """,
     )
     assert out["after"] == out["before"] and out["before"]

@@ -127,5 +127,6 @@ def test_real_conversion_matches_gguf_greedy_output(tmp_path):
     assert outputs[0] == outputs[1]
     assert len(outputs[0]) > prompt["input_ids"].shape[1]
     print(
-        f"conversion took {convert_seconds:.1f}s; greedy: {tokenizer.decode(outputs[0][prompt['input_ids'].shape[1] :])!r}"
+        f"conversion took {convert_seconds:.1f}s; "
+        f"greedy: {tokenizer.decode(outputs[0][prompt['input_ids'].shape[1] :])!r}"
     )

@@ -76,7 +76,8 @@ SCRIPT = textwrap.dedent(
         halves = [rows_[:2], rows_[2:]]
         head = trainer.reweighting_head
         trainer.model_wrapped.train()
-        steps, trainer.state.global_step = trainer.state.global_step, trainer.args.k_psi + trainer.args.k_theta  # a phi step
+        # a phi step
+        steps, trainer.state.global_step = trainer.state.global_step, trainer.args.k_psi + trainer.args.k_theta
 
         def grads(indices):
             # every forward goes through the wrapped model (under ZeRO-3 a forward is a collective, run
@@ -106,23 +107,28 @@ SCRIPT = textwrap.dedent(
         if name == "plain":
             from transformers import Trainer, TrainingArguments
             texts = ["buy now blue item", "search red shoes", "click next page", "is it an animal yes"] * 4
-            data = [{"input_ids": ids, "labels": list(ids)} for ids in (tokenizer(t).input_ids[:6] + [tokenizer.pad_token_id] * (6 - len(tokenizer(t).input_ids[:6])) for t in texts)]
+            padded = (tokenizer(t).input_ids[:6] + [tokenizer.pad_token_id] * (6 - len(tokenizer(t).input_ids[:6]))
+                      for t in texts)
+            data = [{"input_ids": ids, "labels": list(ids)} for ids in padded]
             trainer = Trainer(model=fresh(), args=TrainingArguments(out, **common), train_dataset=data)
             trainer.train(); trainer.save_model(out)
         elif name == "offline-rl":
             from trainers.offline_rl_config import OfflineRLConfig
             from trainers.offline_rl_trainer import OfflineRLTrainer
-            trainer = OfflineRLTrainer(fresh(), OfflineRLConfig(out, max_length=64, **common), train_dataset=rows(8), processing_class=tokenizer)
+            trainer = OfflineRLTrainer(fresh(), OfflineRLConfig(out, max_length=64, **common), train_dataset=rows(8),
+                                       processing_class=tokenizer)
             trainer.train(); trainer.save_model(out)
         elif name == "boost":
             from trainers.bilevel_config import BilevelReweightConfig
             from trainers.bilevel_trainer import BilevelReweightTrainer
             # val_batch_size 4 = the whole validation set: every micro-step of the phi-gradient check below
             # then sees the same validation gradient, on one process as on two
-            args = BilevelReweightConfig(out, method="boost", k_psi=1, k_theta=1, k_phi=1, max_length=64, val_batch_size=4,
-                                         embedding_cache_dir=os.path.join(out_root, f"emb-{rank}"), **{**common, "max_steps": 3})
+            args = BilevelReweightConfig(out, method="boost", k_psi=1, k_theta=1, k_phi=1, max_length=64,
+                                         val_batch_size=4, embedding_cache_dir=os.path.join(out_root, f"emb-{rank}"),
+                                         **{**common, "max_steps": 3})
             trainer = BilevelReweightTrainer(fresh(), args, train_dataset=rows(8), val_dataset=rows(4, offset=1),
-                                             synthetic_dataset=rows(8, "synthetic", offset=3), processing_class=tokenizer)
+                                             synthetic_dataset=rows(8, "synthetic", offset=3),
+                                             processing_class=tokenizer)
             trainer.train(); trainer.save_model(out)
             extra = phi_gradients(trainer)
             # theta <- psi on (possibly ZeRO-3 partitioned) heads, saved again: the test compares the two saves
@@ -141,7 +147,8 @@ SCRIPT = textwrap.dedent(
         elif name == "mcts-distill":
             from trainers.mcts_distill_config import MCTSDistillConfig
             from trainers.mcts_distill_trainer import MCTSDistillTrainer
-            trainer = MCTSDistillTrainer(fresh(), args=MCTSDistillConfig(out, max_length=64, **common), train_dataset=rows(8), processing_class=tokenizer)
+            trainer = MCTSDistillTrainer(fresh(), args=MCTSDistillConfig(out, max_length=64, **common),
+                                         train_dataset=rows(8), processing_class=tokenizer)
             trainer.train(); trainer.save_model(out)
         result = {"world_size": trainer.args.world_size, "steps": trainer.state.global_step,
                   "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
+import pytest
 
 from trainers.data.schema import make_trajectory
+from trainers.tree import TrajectoryForest, TrajectoryTree, build_forest, parse_steps, render_tree, trajectory_outcome
 
 
 def trajectory(task_id, steps, score, *, id="", system="You are a science agent.", final_observation=None):
@@ -50,13 +55,6 @@ def cosine_pair(cos):
 
 
 # ----------------------------------------------------------------------------------------- tests
-import json
-import math
-
-import pytest
-
-from trainers.tree import TrajectoryForest, TrajectoryTree, build_forest, parse_steps, render_tree, trajectory_outcome
-
 INSTR = "Your task is to boil water."
 
 

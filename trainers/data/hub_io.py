@@ -360,7 +360,8 @@ def _weights_dataset(weights: Any) -> datasets.Dataset:
         )
     if not isinstance(weights, datasets.Dataset):
         raise TypeError(
-            f"weights must be a Dataset with 'id' and 'weight' columns or a mapping id -> weight, got {type(weights).__name__}"
+            "weights must be a Dataset with 'id' and 'weight' columns or a mapping id -> weight, "
+            f"got {type(weights).__name__}"
         )
     return weights
 

@@ -84,7 +84,8 @@ class SplitReport:
         ax.set_ylabel("trajectories")
         low = f", low-data {self.low_data_fraction:g}" if self.low_data_fraction is not None else ""
         ax.set_title(
-            f"Category split\nseed {self.seed}, train fraction {self.train_category_fraction:g}, val split {self.val_split:g}{low}",
+            f"Category split\nseed {self.seed}, train fraction {self.train_category_fraction:g}, "
+            f"val split {self.val_split:g}{low}",
             fontsize=10,
         )
         ax.legend()
@@ -227,7 +228,8 @@ def split_by_category(
     for name, indices in (("train", train_idx), ("val", val_idx), ("eval", eval_idx)):
         if not indices:
             hint = (
-                f"val_split={val_split} of the held-out categories' {len(val_idx) + len(eval_idx)} trajectories rounds to none in {name}"
+                f"val_split={val_split} of the held-out categories' {len(val_idx) + len(eval_idx)} trajectories "
+                f"rounds to none in {name}"
                 if name != "train"
                 else "no train trajectories"
             )

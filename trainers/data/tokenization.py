@@ -203,7 +203,7 @@ def _encode(tokenizer, messages, row) -> tuple[list[int], list[int], list[int]]:
     pieces = [(text, kind) for text, kind, _ in _segments(tokenizer, messages) if text]
     # one batched call: each piece is still encoded on its own, without per-call overhead
     encoded = tokenizer([text for text, _ in pieces], add_special_tokens=False)["input_ids"] if pieces else []
-    for (text, kind), ids in zip(pieces, encoded):
+    for (_text, kind), ids in zip(pieces, encoded):
         if kind == "action":
             turn += 1
             if not ids:
@@ -252,7 +252,8 @@ def tokenize_trajectory(
     else:
         raise TrajectoryTooLongError(
             f"row {row}: {len(encoded[0])} tokens even with only the system prompt, the first observation and the "
-            f"last (reward-bearing) turn, more than max_length={max_length}; raise max_length or shorten the observations"
+            f"last (reward-bearing) turn, more than max_length={max_length}; "
+            "raise max_length or shorten the observations"
         )
     input_ids, action_mask, local_turns = encoded
     n_dropped = n_assistant - sum(m["role"] == "assistant" for m in kept)

@@ -271,7 +271,8 @@ _FEATURE_PATTERNS = {
     "Apple CarPlay": r"carplay|car play",
 }
 _ACCEPT = re.compile(
-    r"\b(?:it'?s a deal|(?:we|you)(?:'ve| have)? got (?:a|yourself a) deal|we have a deal|deal\b(?!\s+(?:at|for|of|on))|"
+    r"\b(?:it'?s a deal|(?:we|you)(?:'ve| have)? got (?:a|yourself a) deal|we have a deal|"
+    r"deal\b(?!\s+(?:at|for|of|on))|"
     r"agreed|i agree|we agree|i accept|we accept|accepted|sold\b|it'?s yours|sounds good|let'?s do it|you got it|"
     r"that works|i can do that|we can do that|i'?ll take it|done\b)",
     re.IGNORECASE,

@@ -3,8 +3,8 @@
 The agent asks yes/no questions about a hidden object and wins by naming it. LMRL-Gym answers with
 a fine-tuned T5; offline, the oracle here answers from a hand-written knowledge base
 (``data/twenty_questions_kb.json``): 17 categories (BOOST table 3) of 10-14 objects each and a bank
-of ~170 attributes (~900 question phrasings, category questions included) with, for every object, a truthful yes/no. A free-form question is
-answered by, in order:
+of ~170 attributes (~900 question phrasings, category questions included) with, for every object, a
+truthful yes/no. A free-form question is answered by, in order:
 
 1. **guess**: "Is it a dog?", "Is it dogs?", "Is the object a puppy?", "Dog?" - the noun phrase is
    compared with every object's names and synonyms (rapidfuzz ratio after dropping articles and a

@@ -496,7 +496,7 @@ def results_table(results: dict[str, Any]) -> str:
         ev, weights = cell.get("eval"), cell.get("weights", {})
         mean = weights.get("mean_weight", {})
 
-        def w(name):
+        def w(name, mean=mean):
             return f"{mean[name]:.3f}" if name in mean else "uniform"
 
         score = f"{ev['mean_return']:.3f} ± {ev['stderr']:.3f}" if ev else "not run"

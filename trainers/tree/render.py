@@ -98,7 +98,8 @@ def render_tree(
     summary = tree.summary()
     ax.set_title(
         title
-        or f"task {tree.task_id}: {summary['trajectories']} trajectories, {summary['nodes']} nodes, depth {summary['depth']}"
+        or f"task {tree.task_id}: {summary['trajectories']} trajectories, {summary['nodes']} nodes, "
+        f"depth {summary['depth']}"
     )
     ax.set_ylabel("depth (steps)")
     ax.set_xticks([])

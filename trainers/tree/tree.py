@@ -280,7 +280,8 @@ class TrajectoryTree:
             validate_row(row, index)
         if row.get("task_id", "") != self.task_id and row.get("task_id"):
             raise ValueError(
-                f"row {index} (id={row.get('id')!r}), field 'task_id': {row['task_id']!r} does not belong in the tree of task {self.task_id!r}"
+                f"row {index} (id={row.get('id')!r}), field 'task_id': {row['task_id']!r} "
+                f"does not belong in the tree of task {self.task_id!r}"
             )
         if not isinstance(similarity, _Similarity):
             similarity = _Similarity(similarity, self.similarity_threshold)
@@ -389,7 +390,8 @@ class TrajectoryTree:
         for expected, r in enumerate(rows):
             if r["node_id"] != expected:
                 raise ValueError(
-                    f"node table of task {r['task_id']!r}: node ids must be 0..N-1, found {r['node_id']} at position {expected}"
+                    f"node table of task {r['task_id']!r}: node ids must be 0..N-1, "
+                    f"found {r['node_id']} at position {expected}"
                 )
             node = TreeNode(
                 r["node_id"],
@@ -408,7 +410,8 @@ class TrajectoryTree:
             if node.parent_id >= 0:
                 if node.parent_id >= node.node_id:
                     raise ValueError(
-                        f"node table of task {r['task_id']!r}, node {node.node_id}: parent {node.parent_id} must come first"
+                        f"node table of task {r['task_id']!r}, node {node.node_id}: "
+                        f"parent {node.parent_id} must come first"
                     )
                 tree.nodes[node.parent_id].children.append(node.node_id)
                 tree._by_action.setdefault((node.parent_id, node.action), []).append(node.node_id)
@@ -576,7 +579,8 @@ class TrajectoryForest:
         nodes = directory / "nodes"
         if not nodes.is_dir():
             raise FileNotFoundError(
-                f"{str(directory)!r} is not a saved trajectory forest: no 'nodes' folder (save with TrajectoryForest.save_to_disk)"
+                f"{str(directory)!r} is not a saved trajectory forest: no 'nodes' folder "
+                "(save with TrajectoryForest.save_to_disk)"
             )
         config_path = directory / TREE_CONFIG_NAME
         config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}

@@ -26,7 +26,9 @@ Returns:
     mean_return (`float`), stderr (`float`, nan with fewer than two episodes), success_rate
     (`float` in [0, 1]), num_episodes (`int`), per_category (`dict` of category -> the same four keys).
 Examples:
-    >>> metric.compute(returns=[1.0, 0.0, 0.5], successes=[True, False, False], categories=["a", "a", "b"])["mean_return"]
+    >>> metric.compute(
+    ...     returns=[1.0, 0.0, 0.5], successes=[True, False, False], categories=["a", "a", "b"]
+    ... )["mean_return"]
     0.5
 """
 
