@@ -24,45 +24,49 @@ guesses the object; the return is minus the hitting time, as in BOOST section 2.
 
 Observations follow LMRL-Gym's ``lines`` format: the first is ``"Questions:"``, then each answer is
 ``"Yes."`` or ``"No."``. Not modelled: the T5 oracle's own mistakes; negated questions ("Is it not
-an animal?") are answered as their positive form.
+
+Where things live: the knowledge base (objects, attribute bank, loading and validation) is in
+:mod:`.twenty_questions_kb`; question parsing, the embedding caches and the oracle are in
+:mod:`.twenty_questions_oracle`; the environment is here, and this module re-exports the public
+names of both.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import random
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..embeddings import DEFAULT_ENCODER, EmbeddingCache
+from ..embeddings import DEFAULT_ENCODER
 from .base import StepResult, Task, extract_action
+from .twenty_questions_kb import (
+    DEFAULT_KB_PATH,
+    BankQuestion,  # noqa: F401 - re-exported
+    KnowledgeBase,
+    KnowledgeBaseError,
+    TwentyQuestionsObject,
+    _normalise_name,
+)
+from .twenty_questions_oracle import (
+    _BANK_VECTORS,  # noqa: F401 - re-exported
+    _EMBEDDING_CACHES,  # noqa: F401 - re-exported
+    DEFAULT_GUESS_THRESHOLD,
+    DEFAULT_SIMILARITY_FLOOR,
+    MAX_QUESTION_WORDS,  # noqa: F401 - re-exported
+    NO,  # noqa: F401 - re-exported
+    YES,  # noqa: F401 - re-exported
+    OracleAnswer,
+    TwentyQuestionsOracle,
+    _bank_vectors,  # noqa: F401 - re-exported
+    bank_cache_dir,  # noqa: F401 - re-exported
+    shared_embedding_cache,
+)
 
-DEFAULT_KB_PATH = Path(__file__).with_name("data") / "twenty_questions_kb.json"
 FIRST_OBSERVATION = "Questions:"
-YES, NO = "Yes.", "No."
 REWARD_MODES = ("boost", "lmrl")
-
-#: Cosine similarity (all-MiniLM-L6-v2, unit vectors) below which a question is "unclear".
-#: Measured on this bank: 29 paraphrases of bank questions matched the right attribute at 0.69-0.98
-#: (most above 0.8); off-topic text ("What is your name?", "asdf qwerty", "Tell me a joke.") scored
-#: 0.23-0.55; the wrong nearest matches seen ("Does it run on gasoline?" -> electricity 0.64,
-#: "Is the sky blue?" -> "found in the sky" 0.62) fall below 0.65.
-DEFAULT_SIMILARITY_FLOOR = 0.65
-#: rapidfuzz ratio (0-100) for a guess to name an object; names of 5 letters or fewer need 90 so
-#: that "brush" does not name "bush" and "plant" does not name "pant".
-DEFAULT_GUESS_THRESHOLD = 85.0
-_SHORT_NAME_THRESHOLD = 90.0
-#: LMRL-Gym's asker post-processing treats questions of more than 40 words as invalid.
-MAX_QUESTION_WORDS = 40
 
 SYSTEM_PROMPT = (
     "Let's play Twenty Questions. I am thinking of an object; it belongs to one of these categories: "
@@ -75,408 +79,6 @@ SYSTEM_PROMPT = (
 )
 
 
-class KnowledgeBaseError(ValueError):
-    """The knowledge-base file is malformed; the message names the file and the entry."""
-
-
-# ----------------------------------------------------------------------------------------------
-# knowledge base
-
-
-@dataclass(frozen=True)
-class TwentyQuestionsObject:
-    name: str
-    category: str
-    variants: tuple[str, ...]  # the name first, then accepted synonyms / plural forms
-    attributes: frozenset[str]  # attribute ids (and "cat:<Category>" memberships) that are true
-
-
-@dataclass(frozen=True)
-class BankQuestion:
-    text: str
-    attribute: str
-    negated: bool
-
-
-@dataclass
-class KnowledgeBase:
-    path: str
-    categories: dict[str, list[TwentyQuestionsObject]]
-    objects: dict[str, TwentyQuestionsObject]
-    attribute_ids: tuple[str, ...]
-    bank: tuple[BankQuestion, ...]
-    keywords: dict[str, str]  # normalised keyword -> "cat:<Category>"
-
-    def truth(self, obj: TwentyQuestionsObject | str, attribute: str) -> bool:
-        obj = self.objects[obj] if isinstance(obj, str) else obj
-        return attribute in obj.attributes
-
-    def category_of(self, word: str) -> str | None:
-        """The category of an object name or synonym (case-insensitive), or ``None``."""
-        key = _normalise_name(word)
-        for obj in self.objects.values():
-            if key in (_normalise_name(v) for v in obj.variants):
-                return obj.category
-        return None
-
-    @classmethod
-    def load(cls, path: str | Path | None = None) -> KnowledgeBase:
-        """Load and validate a knowledge-base JSON file (the built-in one by default); cached."""
-        return _load_kb(str(Path(path) if path is not None else DEFAULT_KB_PATH))
-
-
-def _expand(spec: Sequence[str], kb_categories: dict[str, list[str]], where: str) -> set[str]:
-    everything = {name for names in kb_categories.values() for name in names}
-    chosen: set[str] = set()
-    for entry in spec:
-        remove = entry.startswith("-")
-        token = entry[1:] if remove else entry
-        if token == "@*":
-            names = everything
-        elif token.startswith("@"):
-            if token[1:] not in kb_categories:
-                raise KnowledgeBaseError(f"{where}: unknown category {token[1:]!r}")
-            names = set(kb_categories[token[1:]])
-        else:
-            if token not in everything:
-                raise KnowledgeBaseError(f"{where}: unknown object {token!r}")
-            names = {token}
-        chosen = chosen - names if remove else chosen | names
-    return chosen
-
-
-@lru_cache(maxsize=8)
-def _load_kb(path: str) -> KnowledgeBase:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise KnowledgeBaseError(f"{path}: knowledge-base file not found") from error
-    except json.JSONDecodeError as error:
-        raise KnowledgeBaseError(f"{path}: not valid JSON ({error})") from error
-    for key in ("categories", "attributes"):
-        if not isinstance(raw.get(key), dict) or not raw[key]:
-            raise KnowledgeBaseError(f"{path}: missing or empty '{key}'")
-
-    names_by_category: dict[str, list[str]] = {}
-    variants: dict[str, tuple[str, ...]] = {}
-    keywords: dict[str, str] = {}
-    seen: dict[str, str] = {}
-    for category, entry in raw["categories"].items():
-        objects = entry.get("objects")
-        if not isinstance(objects, dict) or not objects:
-            raise KnowledgeBaseError(f"{path}: category {category!r} has no 'objects'")
-        names_by_category[category] = list(objects)
-        for name, synonyms in objects.items():
-            if name in seen:
-                raise KnowledgeBaseError(f"{path}: object {name!r} appears in {seen[name]!r} and {category!r}")
-            if not isinstance(synonyms, list) or not all(isinstance(s, str) and s for s in synonyms):
-                raise KnowledgeBaseError(
-                    f"{path}: category {category!r}, object {name!r}: synonyms must be a list of strings"
-                )
-            seen[name] = category
-            variants[name] = (name, *synonyms)
-        for keyword in entry.get("keywords", []):
-            keywords[_normalise_name(keyword)] = f"cat:{category}"
-        keywords.setdefault(_normalise_name(category), f"cat:{category}")
-
-    true_sets: dict[str, set[str]] = {}
-    bank: list[BankQuestion] = []
-    for attribute, entry in raw["attributes"].items():
-        where = f"{path}: attribute {attribute!r}"
-        questions = entry.get("questions")
-        if not isinstance(questions, list) or not questions:
-            raise KnowledgeBaseError(f"{where}: needs a non-empty 'questions' list")
-        if "true_for" not in entry:
-            raise KnowledgeBaseError(f"{where}: missing 'true_for'")
-        true_sets[attribute] = _expand(entry["true_for"], names_by_category, where)
-        bank += [BankQuestion(q, attribute, False) for q in questions]
-        bank += [BankQuestion(q, attribute, True) for q in entry.get("negated", [])]
-
-    for category, entry in raw["categories"].items():
-        where = f"{path}: category {category!r}"
-        members = set(names_by_category[category])
-        members |= _expand(entry.get("also_member", []), names_by_category, where)
-        members -= _expand(entry.get("not_member", []), names_by_category, where)
-        true_sets[f"cat:{category}"] = members
-        for keyword in [category, *entry.get("keywords", [])]:
-            for template in ("Is it a {}?", "Is it a type of {}?", "Is it some kind of {}?"):
-                bank.append(BankQuestion(template.format(keyword.lower()), f"cat:{category}", False))
-
-    categories = {
-        category: [
-            TwentyQuestionsObject(
-                name=name,
-                category=category,
-                variants=variants[name],
-                attributes=frozenset(a for a, members in true_sets.items() if name in members),
-            )
-            for name in names
-        ]
-        for category, names in names_by_category.items()
-    }
-    objects = {obj.name: obj for objs in categories.values() for obj in objs}
-    return KnowledgeBase(
-        path=path,
-        categories=categories,
-        objects=objects,
-        attribute_ids=tuple(true_sets),
-        bank=tuple(bank),
-        keywords=keywords,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# question parsing
-
-_ARTICLES = re.compile(
-    r"^(?:(?:a|an|the|some|one|any|just|really|actually|maybe|perhaps|possibly)\s+)*"
-    r"(?:(?:kind|type|sort|piece|form|item|article|variety|pair|set|pack|bottle|sheet|example|member|part)\s+of\s+)?"
-    r"(?:(?:a|an|the|some)\s+)?",
-)
-# "Is it a dog", "Is your object a dog", "Are you thinking of a dog", "My guess is a dog", ...
-_NOUN_PHRASE = re.compile(
-    r"^(?:so\s+|then\s+|ok(?:ay)?\s*,?\s+|well\s*,?\s+|hmm+\s*,?\s+)?"
-    r"(?:is|are|was)\s+(?:it|this|that|they|the\s+(?:object|thing|item|answer|word|hidden\s+object|secret\s+object)|your\s+(?:object|thing|item|word))\s+(?P<rest>.+)$"
-    r"|^(?:are\s+you\s+thinking\s+(?:of|about)|my\s+(?:final\s+)?guess\s+is|i\s+guess|i\s+think\s+it\s*(?:is|'s)|guess\s*:?|final\s+guess\s*:?|answer\s*:?|it\s*(?:is|'s))\s+(?P<rest2>.+)$"
-)
-_ADJECTIVES = frozenset(
-    "big small large little tiny huge giant real regular normal ordinary common typical standard wild "
-    "young old new red green yellow black white brown blue wooden metal plastic fresh ripe cute".split()
-)
-_TRAILING = re.compile(r"\s*(?:,?\s*(?:right|then|perhaps|maybe|by any chance|or not))+$")
-
-
-def _normalise_name(text: str) -> str:
-    text = text.lower().replace("’", "'")
-    text = re.sub(r"[^a-z0-9' -]+", " ", text)
-    text = re.sub(r"[-\s]+", " ", text).strip()
-    return text
-
-
-def _singular(text: str) -> str:
-    if len(text) > 4 and text.endswith("ies"):
-        return text[:-3] + "y"
-    if len(text) > 4 and text.endswith(("ches", "shes", "xes", "sses", "oes")):
-        return text[:-2]
-    if len(text) > 3 and text.endswith("s") and not text.endswith("ss"):
-        return text[:-1]
-    return text
-
-
-def _noun_phrase(question: str) -> str | None:
-    """The noun phrase a membership question or guess is about, or ``None`` for other questions."""
-    text = question.lower().strip().replace("’", "'")
-    text = re.sub(r"[?!.]+$", "", text).strip()
-    match = _NOUN_PHRASE.match(text)
-    if match:
-        rest = match.group("rest") or match.group("rest2")
-    elif len(text.split()) <= 3 and not re.match(
-        r"^(?:is|are|does|do|can|could|would|will|has|have|was|did|should)\b", text
-    ):
-        rest = text  # a bare "Dog?" / "a tennis racket?"
-    else:
-        return None
-    rest = _TRAILING.sub("", rest.strip(" ,"))
-    rest = _ARTICLES.sub("", rest).strip(" ,")
-    return _normalise_name(rest) or None
-
-
-@dataclass
-class OracleAnswer:
-    answer: str  # "Yes." or "No."
-    kind: str  # "guess", "category", "attribute", "unclear" or "invalid"
-    correct_guess: bool = False
-    attribute: str | None = None
-    similarity: float | None = None
-    matched: str | None = None  # the object / keyword / bank question the question was matched to
-
-
-# ----------------------------------------------------------------------------------------------
-# embeddings: one cache per encoder per process, bank vectors computed once
-
-_EMBEDDING_CACHES: dict[str, EmbeddingCache] = {}
-_BANK_VECTORS: dict[tuple[str, str], np.ndarray] = {}
-
-
-def shared_embedding_cache(encoder: str = DEFAULT_ENCODER) -> EmbeddingCache:
-    """The process-wide :class:`EmbeddingCache` for ``encoder`` (the model loads on first encode)."""
-    if encoder not in _EMBEDDING_CACHES:
-        _EMBEDDING_CACHES[encoder] = EmbeddingCache(encoder)
-    return _EMBEDDING_CACHES[encoder]
-
-
-def bank_cache_dir() -> Path:
-    """Where bank embeddings are kept between processes: ``$TRAINERS_CACHE`` or ``~/.cache/trainers``."""
-    return Path(os.environ.get("TRAINERS_CACHE", Path.home() / ".cache" / "trainers")) / "twenty_questions"
-
-
-def _bank_vectors(kb: KnowledgeBase, encoder: str) -> np.ndarray:
-    """Embeddings of every bank question, computed once per process and kept on disk, keyed by a
-    hash of the encoder name and the bank's texts (so an edited knowledge base is re-encoded)."""
-    key = (kb.path, encoder)
-    if key in _BANK_VECTORS:
-        return _BANK_VECTORS[key]
-    texts = [q.text for q in kb.bank]
-    digest = hashlib.sha256("\n".join([encoder, *texts]).encode()).hexdigest()[:16]
-    path = bank_cache_dir() / f"bank-{digest}.npy"
-    vectors = None
-    if path.is_file():
-        try:
-            vectors = np.load(path)
-            if vectors.shape[0] != len(texts):
-                vectors = None
-        except (OSError, ValueError):
-            vectors = None  # a damaged cache file is recomputed below
-    if vectors is None:
-        vectors = shared_embedding_cache(encoder).encode(texts)
-        temporary = None
-        try:  # atomic: write a temp file, then rename over the final name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy", delete=False) as handle:
-                temporary = handle.name
-                np.save(handle, vectors)
-            os.replace(temporary, path)
-        except OSError:
-            # a read-only home only costs the re-encoding next time
-            if temporary is not None and os.path.exists(temporary):
-                os.unlink(temporary)
-    _BANK_VECTORS[key] = vectors
-    return vectors
-
-
-class TwentyQuestionsOracle:
-    """Answers free-form yes/no questions about an object from the knowledge base (see module doc)."""
-
-    def __init__(
-        self,
-        kb: KnowledgeBase | None = None,
-        similarity_floor: float = DEFAULT_SIMILARITY_FLOOR,
-        guess_threshold: float = DEFAULT_GUESS_THRESHOLD,
-        encoder: str = DEFAULT_ENCODER,
-    ):
-        if not 0.0 <= similarity_floor <= 1.0:
-            raise ValueError(f"similarity_floor must be in [0, 1], got {similarity_floor}")
-        self.kb = kb or KnowledgeBase.load()
-        self.similarity_floor = similarity_floor
-        self.guess_threshold = guess_threshold
-        self.encoder = encoder
-        # questions asked exactly as a bank question need no embedding model at all
-        self._exact = {}
-        for index, entry in enumerate(self.kb.bank):
-            self._exact.setdefault(_bank_key(entry.text), index)
-        self._names = [
-            (obj.name, _singular(_normalise_name(v))) for obj in self.kb.objects.values() for v in obj.variants
-        ]
-
-    def match_object(self, phrase: str) -> tuple[str | None, float]:
-        """The object a noun phrase names (best rapidfuzz ratio over names and synonyms) and its score."""
-        from rapidfuzz import fuzz
-
-        phrase = _singular(_normalise_name(phrase))
-        best, best_score = None, 0.0
-        for name, variant in self._names:
-            score = 100.0 if phrase == variant else fuzz.ratio(phrase, variant)
-            if score > best_score:
-                best, best_score = name, score
-        needed = _SHORT_NAME_THRESHOLD if len(phrase) <= 5 else self.guess_threshold
-        if best_score < needed:
-            # LMRL-Gym ignores adjectives before the word ("Is it a big dog?"); without a POS tagger,
-            # drop common ones and try again
-            words = phrase.split()
-            while len(words) > 1 and words[0] in _ADJECTIVES:
-                words = words[1:]
-            if len(words) < len(phrase.split()):
-                return self.match_object(" ".join(words))
-            return None, best_score
-        return best, best_score
-
-    def _symbolic(self, obj: TwentyQuestionsObject, question: str) -> OracleAnswer | None:
-        phrase = _noun_phrase(question)
-        if phrase is None:
-            return None
-        parts = [p.strip() for p in re.split(r"\s*,?\s+or\s+(?:an?\s+|the\s+)?", phrase) if p.strip()]
-        resolved: list[tuple[str, str]] = []  # (kind, value)
-        for part in parts:
-            part = _ARTICLES.sub("", part).strip()
-            keyword = self.kb.keywords.get(part) or self.kb.keywords.get(_singular(part))
-            if keyword:
-                resolved.append(("category", keyword))
-                continue
-            name, _ = self.match_object(part)
-            if name is None:
-                return None  # not purely about categories / objects: leave it to the attribute bank
-            resolved.append(("guess", name))
-        if len(resolved) == 1 and resolved[0][0] == "guess":
-            hit = resolved[0][1] == obj.name
-            return OracleAnswer(YES if hit else NO, "guess", correct_guess=hit, matched=resolved[0][1])
-        # several alternatives: truthful "or" answer; naming the object among others is not a win
-        truth = any(
-            (value in obj.attributes) if kind == "category" else (value == obj.name) for kind, value in resolved
-        )
-        kinds = {kind for kind, _ in resolved}
-        return OracleAnswer(
-            YES if truth else NO,
-            "category" if kinds == {"category"} else "guess",
-            attribute=resolved[0][1] if kinds == {"category"} and len(resolved) == 1 else None,
-            matched=" | ".join(value for _, value in resolved),
-        )
-
-    @staticmethod
-    def is_valid(question: str) -> bool:
-        words = question.split()
-        return bool(words) and len(words) <= MAX_QUESTION_WORDS and re.search(r"[A-Za-z]", question) is not None
-
-    def answer(self, obj: TwentyQuestionsObject | str, question: str) -> OracleAnswer:
-        return self.answer_batch([obj], [question])[0]
-
-    def answer_batch(self, objs: Sequence[TwentyQuestionsObject | str], questions: Sequence[str]) -> list[OracleAnswer]:
-        """Answer many (object, question) pairs; the embedding model runs once for all of them."""
-        if len(objs) != len(questions):
-            raise ValueError(f"{len(objs)} objects but {len(questions)} questions")
-        objs = [self.kb.objects[o] if isinstance(o, str) else o for o in objs]
-        answers: list[OracleAnswer | None] = [None] * len(questions)
-        pending: list[int] = []
-        for i, (obj, question) in enumerate(zip(objs, questions)):
-            question = question.strip()
-            if not self.is_valid(question):
-                answers[i] = OracleAnswer(NO, "invalid")
-                continue
-            answers[i] = self._symbolic(obj, question)
-            if answers[i] is None:
-                exact = self._exact.get(_bank_key(question))
-                if exact is not None:
-                    answers[i] = self._from_bank(obj, exact, 1.0)
-                else:
-                    pending.append(i)
-        if pending:
-            texts = [_embedding_text(questions[i]) for i in pending]
-            unique = list(dict.fromkeys(texts))
-            bank = _bank_vectors(self.kb, self.encoder)
-            sims = shared_embedding_cache(self.encoder).encode(unique) @ bank.T
-            position = {text: row for row, text in enumerate(unique)}
-            sims = sims[[position[t] for t in texts]]
-            for row, i in enumerate(pending):
-                best = int(np.argmax(sims[row]))
-                score = float(sims[row, best])
-                entry = self.kb.bank[best]
-                if score < self.similarity_floor:
-                    answers[i] = OracleAnswer(NO, "unclear", similarity=score, matched=entry.text)
-                    continue
-                answers[i] = self._from_bank(objs[i], best, score)
-        return answers  # type: ignore[return-value]
-
-    def _from_bank(self, obj: TwentyQuestionsObject, index: int, score: float) -> OracleAnswer:
-        entry = self.kb.bank[index]
-        truth = (entry.attribute in obj.attributes) != entry.negated
-        return OracleAnswer(
-            YES if truth else NO,
-            "category" if entry.attribute.startswith("cat:") else "attribute",
-            attribute=entry.attribute,
-            similarity=score,
-            matched=entry.text,
-        )
-
-
 #: what LMRL-Gym records for a question its post-processing rejects
 LMRL_INVALID_QUESTION = "Is this a valid question?"
 
@@ -484,16 +86,6 @@ LMRL_INVALID_QUESTION = "Is this a valid question?"
 def _lmrl_question(question: str) -> str:
     question = re.sub(r"\s+", " ", question).strip().rstrip("?").strip()
     return f"{question}?" if question else LMRL_INVALID_QUESTION
-
-
-def _bank_key(question: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", question.lower()).strip()
-
-
-def _embedding_text(question: str) -> str:
-    # the bank is written as "Is it ...?" questions; a missing "?" should not change the match
-    question = re.sub(r"\s+", " ", question.strip())
-    return question if question.endswith("?") else question.rstrip(".!") + "?"
 
 
 # ----------------------------------------------------------------------------------------------
