@@ -55,6 +55,14 @@ def test_a_stage_that_failed_leaves_nothing_and_runs_again(tmp_path):
     assert cache.run("explore", _builder(calls), _load) == "artifact" and len(calls) == 1
 
 
+def test_a_killed_stage_leaves_a_staging_folder_the_next_run_removes(tmp_path):
+    (tmp_path / ".explore.tmp-abc123").mkdir()  # what SIGKILL mid-stage leaves behind
+    (tmp_path / ".explore.tmp-abc123" / "half.txt").write_text("half")
+    cache = StageCache(tmp_path, log=lambda _: None)
+    cache.run("explore", _builder([]), _load)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explore", "stage_times.json"]
+
+
 def test_a_finished_stage_with_other_options_is_an_error_naming_them(tmp_path):
     cache = StageCache(tmp_path, log=lambda _: None)
     cache.run("strong_sft", _builder([]), _load, {"lr": 2e-4, "epochs": 4})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,9 @@ class StageCache:
                 )
             self.log(f"[cache] {name}: finished before, loading {target}")
             return load(target)
+        # a run killed mid-stage (SIGKILL, power loss) leaves its staging folder: one study per folder at a time
+        for stale in self.root.glob(f".{name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         start = time.perf_counter()
         with atomic_save(target) as staging:
             build(staging)

@@ -235,9 +235,10 @@ def main(
     args = setup.finish_options(parser.parse_args(argv))
     start = time.perf_counter()
     study = run_study(args)
+    finished = sorted({seed for result in study["summary"].values() for seed in result["seeds"]})
     title = (
         f"{setup.ENV_TITLES[args.env]} weak-to-strong ({args.weak} -> {setup.strong_name(args.strong)}), "
-        f"seeds {args.seeds}"
+        f"seeds finished {','.join(map(str, finished)) or 'none'} of {args.seeds}"
     )
     print("\n" + report(study, args, title))
     print(f"total time {(time.perf_counter() - start) / 60:.1f} min; artifacts in {args.output_dir}")
