@@ -504,7 +504,7 @@ def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, t
         ({"weight_temperature": float("inf")}, "weight_temperature must be a finite number"),
         ({"reweight_learning_rate": float("nan")}, "reweight_learning_rate must be a finite number"),
         ({"reweight_learning_rate": -1e-3}, "reweight_learning_rate must be >= 0"),
-        ({"max_length": 0}, "max_length must be > 0"),
+        ({"max_length": 0}, "max_length must be >= 1"),
         ({"phi_signal": "gap"}, "phi_signal must be one of"),
         ({"embedding_pooling": "first"}, "embedding_pooling must be one of"),
         ({"weight_temperature": 0.0}, "weight_temperature must be > 0"),

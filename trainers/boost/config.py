@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from ..offline_rl_config import OfflineRLConfig
 
@@ -132,6 +132,25 @@ class BilevelReweightConfig(OfflineRLConfig):
     itself was trained on one device.
     """
 
+    field_ranges: ClassVar[dict[str, str]] = {
+        **OfflineRLConfig.field_ranges,
+        # Algorithm 1 runs every phase in each outer iteration
+        "k_psi": "[1, inf)",
+        "k_theta": "[1, inf)",
+        "k_phi": "[1, inf)",
+        "alpha": "[0, inf)",
+        "alpha_increment": "[0, inf)",
+        "reweight_learning_rate": "[0, inf)",
+        "reweight_weight_decay": "[0, inf)",
+        "reweight_max_grad_norm": "[0, inf)",
+        "weight_temperature": "(0, inf)",
+        "reweight_depth": "[1, inf)",
+        "reweight_hidden_dim": "[1, inf)",
+        "embedding_batch_size": "[1, inf)",
+        "embedding_max_length": "[1, inf)",
+        "val_batch_size": "[1, inf)",
+    }
+
     method: str = field(
         default="boost",
         metadata=_help(
@@ -217,38 +236,7 @@ class BilevelReweightConfig(OfflineRLConfig):
     )
 
     def __post_init__(self):
-        choices = {
-            "method": METHODS,
-            "aux_mode": AUX_MODES,
-            "phi_signal": PHI_SIGNALS,
-            "embedding_pooling": EMBEDDING_POOLINGS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for spec in fields(BilevelReweightConfig):
-            value = getattr(self, spec.name, None)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{spec.name} must be a finite number, got {value}")
-        for name in ("k_psi", "k_theta", "k_phi"):
-            if getattr(self, name) < 1:
-                raise ValueError(
-                    f"{name} must be >= 1 (Algorithm 1 runs every phase each outer iteration), "
-                    f"got {getattr(self, name)}"
-                )
-        for name in ("alpha", "alpha_increment", "reweight_weight_decay", "reweight_max_grad_norm"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.reweight_learning_rate is not None and self.reweight_learning_rate < 0:
-            raise ValueError(f"reweight_learning_rate must be >= 0 (or None), got {self.reweight_learning_rate}")
-        if self.weight_temperature <= 0:
-            raise ValueError(f"weight_temperature must be > 0, got {self.weight_temperature}")
-        for name in ("reweight_depth", "reweight_hidden_dim", "embedding_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_length", "embedding_max_length", "val_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0 (or None), got {getattr(self, name)}")
+        # choices, finite floats and the ranges above are checked once, by OfflineRLConfig.__post_init__
         if self.method in ("bilevel", "boost"):
             if self.ddp_find_unused_parameters is False:
                 raise ValueError(
