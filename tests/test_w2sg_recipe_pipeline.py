@@ -43,7 +43,7 @@ def test_every_stage_runs_and_a_second_run_recomputes_nothing(
         "--methods",
         "all",
         "--output-dir",
-        str(tmp_path),
+        str(tmp_path / "study"),
         "--max-new-tokens",
         "8",
         "--max-prompt-tokens",
@@ -73,11 +73,14 @@ def test_every_stage_runs_and_a_second_run_recomputes_nothing(
         "eval-best-of-n",
     ):
         assert name in stages, name
-    assert (tmp_path / "results.md").exists() and (tmp_path / "results.png").exists()
+    assert (tmp_path / "study" / "results.md").exists() and (tmp_path / "study" / "results.png").exists()
     weak = study["weak_explorations"][0]["all"]
     assert weak["episodes"] == 6 and weak["tasks_with_spread"] == 2
     capsys.readouterr()
 
+    # the study folder moved elsewhere keeps its cache
+    (tmp_path / "study").rename(tmp_path / "moved")
+    argv[argv.index(str(tmp_path / "study"))] = str(tmp_path / "moved")
     again = main("test", env="webshop", argv=argv)
     out = capsys.readouterr().out
     assert "[stage]" not in out and out.count("[cache]") >= len(stages)  # every stage loaded, none rebuilt

@@ -20,6 +20,7 @@ run continues from its last finished stage.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -496,7 +497,8 @@ class WeakToStrongRun:
             "test_variations": a.test_variations,
             "test_tasks": a.test_tasks,
             "test_episodes": a.test_episodes,
-            "trained": str(folder),
+            # relative to the study folder, so a study that is moved or copied keeps its cache
+            "trained": Path(os.path.relpath(folder, a.output_dir)).as_posix(),
         }
         if method == "best-of-n":
             options["best_of"] = a.best_of
