@@ -35,29 +35,13 @@ from trainers.checkpointing import (  # noqa: E402
     latest_complete_checkpoint,
     list_checkpoints,
 )
-from trainers.data.schema import make_trajectory, to_dataset  # noqa: E402
-from trainers.testing import build_tiny_model, build_tiny_tokenizer  # noqa: E402
+from trainers.data.schema import to_dataset  # noqa: E402
+from trainers.testing import build_tiny_model, build_tiny_tokenizer, yes_no_trajectories  # noqa: E402
 
 MAX_STEPS = 8
 
 
-def _rows(n, source="real", offset=0):
-    words = ["animal", "plant", "tool", "food", "vehicle"]
-    return [
-        make_trajectory(
-            [
-                {"role": "user", "content": f"is it an {words[(i + offset) % 5]}"},
-                {"role": "assistant", "content": "yes " * (1 + (i + offset) % 3)},
-                {"role": "user", "content": "no"},
-                {"role": "assistant", "content": f"is it {words[i % 5]}"},
-            ],
-            [0.0, float((i + offset) % 2)],
-            id=f"{source}-{offset}-{i}",
-            source=source,
-            metadata={"parent_id": f"real-0-{i % 8}"} if source == "synthetic" else None,
-        )
-        for i in range(n)
-    ]
+_rows = yes_no_trajectories
 
 
 _TOKENIZED = {}

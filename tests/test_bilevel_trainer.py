@@ -8,34 +8,18 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from trainers.bilevel_config import BilevelReweightConfig
 from trainers.bilevel_trainer import BilevelReweightTrainer, load_bilevel_artifacts
-from trainers.data.schema import TrajectoryValidationError, make_trajectory, to_dataset
+from trainers.data.schema import TrajectoryValidationError, to_dataset
 from trainers.losses.offline_rl import per_trajectory_losses
 from trainers.modeling.reweighting_head import ReweightingHead
 from trainers.modeling.value_heads import ValueHeads
 from trainers.offline_rl_config import OfflineRLConfig
 from trainers.offline_rl_trainer import OfflineRLTrainer
+from trainers.testing import yes_no_trajectories
 
 torch.set_num_threads(1)
 
 
-def _rows(n, source="real", offset=0):
-    words = ["animal", "plant", "tool", "food", "vehicle"]
-    return [
-        make_trajectory(
-            [
-                {"role": "user", "content": f"is it an {words[(i + offset) % 5]}"},
-                {"role": "assistant", "content": "yes " * (1 + (i + offset) % 3)},
-                {"role": "user", "content": "no"},
-                {"role": "assistant", "content": f"is it {words[i % 5]}"},
-            ],
-            [0.0, float((i + offset) % 2)],
-            id=f"{source}-{offset}-{i}",
-            source=source,
-            # synthetic rows are seeded from train rows (the trainer checks it)
-            metadata={"parent_id": f"real-0-{i % 8}"} if source == "synthetic" else None,
-        )
-        for i in range(n)
-    ]
+_rows = yes_no_trajectories
 
 
 @pytest.fixture

@@ -100,3 +100,29 @@ def build_tiny_model(directory: str | Path, tokenizer, architecture: str = "llam
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return AutoModelForCausalLM.from_pretrained(directory)
+
+
+def yes_no_trajectories(n: int, source: str = "real", offset: int = 0) -> list[dict]:
+    """``n`` two-turn question/answer trajectories (rewards 0 then 0/1) for trainer tests.
+
+    ``offset`` shifts the wording so validation rows differ from train rows; synthetic rows carry a
+    ``parent_id`` of a train row, as the BOOST trainer requires.
+    """
+    from trainers.data.schema import make_trajectory
+
+    words = ["animal", "plant", "tool", "food", "vehicle"]
+    return [
+        make_trajectory(
+            [
+                {"role": "user", "content": f"is it an {words[(i + offset) % 5]}"},
+                {"role": "assistant", "content": "yes " * (1 + (i + offset) % 3)},
+                {"role": "user", "content": "no"},
+                {"role": "assistant", "content": f"is it {words[i % 5]}"},
+            ],
+            [0.0, float((i + offset) % 2)],
+            id=f"{source}-{offset}-{i}",
+            source=source,
+            metadata={"parent_id": f"real-0-{i % 8}"} if source == "synthetic" else None,
+        )
+        for i in range(n)
+    ]
