@@ -85,6 +85,9 @@ def cell_argv(args, env: str, regime: str, method: str, out: Path, synthetic: Pa
         str(args.eval_max_turns),
         "--embedding_cache_dir",
         str(Path(args.output_dir) / "embedding_cache"),
+        # every cell runs exactly these settings: no fitting to a wall-time budget
+        "--time_budget_minutes",
+        "0",
     ]
     if args.num_categories:
         argv += ["--num_categories", str(args.num_categories)]

@@ -42,6 +42,14 @@ from .. import hardware
 from ..boost.config import METHODS, BilevelReweightConfig
 from ..data.schema import to_dataset
 from .boost_scripted import REAL_BUILDERS, scripted_quality
+from .time_budget import (
+    EMBEDDING_STAGE,
+    SELF_PLAY_STAGE,
+    SHRINKABLE,
+    fit_job,
+    given_on_command_line,
+    optimizer_steps_by_phase,
+)
 
 #: Paper hyperparameters per environment (BOOST appendix D, MC rows) and small-scale defaults.
 ENV_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -106,6 +114,14 @@ class BoostRecipeArguments:
     eval_max_turns: int | None = field(default=8, metadata={"help": "Cap on evaluation turns (None = env horizon)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (0 = full fine-tuning)."})
     skip_eval: bool = field(default=False, metadata={"help": "Skip the live evaluation."})
+    time_budget_minutes: float = field(
+        default=14.0,
+        metadata={
+            "help": "Fit the job to this wall time from the speed this machine measures at the start: fewer "
+            "evaluation episodes, real episodes and optimizer steps where the defaults would take longer "
+            "(flags given on the command line are kept). 0 = run the settings as given."
+        },
+    )
     profile: bool = field(default=True, metadata={"help": "Print the wall time of every stage at the end."})
 
 
@@ -169,12 +185,20 @@ class StageTimer:
         finally:
             self.seconds[stage] += time.perf_counter() - started
 
-    def report(self) -> str:
+    def report(self, predicted: dict[str, float] | None = None) -> str:
+        """Markdown table of the stages; with ``predicted``, the time budget's prediction next to each."""
         # "<method>/train/<phase>" splits "<method>/train": only the stages above it add up
         total = sum(v for k, v in self.seconds.items() if k.count("/") < 2)
-        lines = ["| stage | seconds |", "|---|---|"]
-        lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in self.seconds.items()]
-        lines.append(f"| total | {total:.1f} |")
+        if not predicted:
+            lines = ["| stage | seconds |", "|---|---|"]
+            lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in self.seconds.items()]
+            lines.append(f"| total | {total:.1f} |")
+            return "\n".join(lines)
+        lines = ["| stage | seconds | predicted |", "|---|---|---|"]
+        for stage, seconds in self.seconds.items():
+            guess = f"{predicted[stage]:.1f}" if stage in predicted else ""
+            lines.append(f"| {stage} | {seconds:.1f} | {guess} |")
+        lines.append(f"| total | {total:.1f} | {sum(predicted.values()):.1f} |")
         return "\n".join(lines)
 
 
@@ -262,8 +286,7 @@ def generate_synthetic(
 
 def theta_updates(max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> int:
     """How many of ``max_steps`` optimizer steps of Algorithm 1's schedule train θ."""
-    outer, rest = divmod(max_steps, k_psi + k_theta + k_phi)
-    return outer * k_theta + min(max(rest - k_psi, 0), k_theta)
+    return optimizer_steps_by_phase("boost", max_steps, k_psi, k_theta, k_phi)["theta"]
 
 
 def method_config(
@@ -369,7 +392,7 @@ def train_method(recipe, config, method, data, tokenizer, peft_config, timer: St
     method_out = out / method if recipe.methods else out
     args = method_config(config, method, method_out, recipe.match_theta_updates)
     model = load_causal_lm(recipe.model, dtype=torch.float32)
-    with timer(f"{method}/setup (tokenize, embed)" if args.is_bilevel else f"{method}/setup (tokenize)"):
+    with timer(f"{method}/{EMBEDDING_STAGE}" if args.is_bilevel else f"{method}/setup (tokenize)"):
         trainer = BilevelReweightTrainer(
             model,
             args,
@@ -388,9 +411,16 @@ def train_method(recipe, config, method, data, tokenizer, peft_config, timer: St
 
 
 def run(
-    recipe: BoostRecipeArguments, config: BilevelReweightConfig, real_builder: Callable | None = None
+    recipe: BoostRecipeArguments,
+    config: BilevelReweightConfig,
+    real_builder: Callable | None = None,
+    fixed_settings: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The whole pipeline for ``config.method`` (or every method of ``recipe.methods``, see :func:`compare`)."""
+    """The whole pipeline for ``config.method`` (or every method of ``recipe.methods``, see :func:`compare`).
+
+    With ``recipe.time_budget_minutes`` the job is first fitted to that wall time on this machine
+    (:mod:`trainers.recipes.time_budget`); ``fixed_settings`` names the settings it must not change.
+    """
     methods = list(recipe.methods) if recipe.methods else [config.method]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -405,6 +435,9 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(recipe.env)
     tokenizer = load_tokenizer(recipe.model)
+    self_play_model = load_causal_lm(recipe.model, dtype=torch.float32)
+    with timer("budget (measure this machine)"):
+        recipe, config, predicted = fit_job(recipe, config, methods, self_play_model, fixed_settings)
     peft_config = None
     if recipe.lora_r > 0:
         from peft import LoraConfig
@@ -423,10 +456,9 @@ def run(
     print(splits.split_report if hasattr(splits, "split_report") else splits)
     data: dict[str, Any] = {"train": splits["train"], "val": splits["val"], "synthetic": None}
     if any(m in ("vanilla_synthetic", "boost") for m in methods):
-        with timer("self-play (synthetic data)"):
-            data["synthetic"] = generate_synthetic(
-                recipe, config, load_causal_lm(recipe.model, dtype=torch.float32), tokenizer, data["train"], out
-            )
+        with timer(SELF_PLAY_STAGE):
+            data["synthetic"] = generate_synthetic(recipe, config, self_play_model, tokenizer, data["train"], out)
+    del self_play_model
     results: dict[str, Any] = {
         "env": recipe.env,
         "train": len(data["train"]),
@@ -454,6 +486,7 @@ def run(
         del trainer
     results["seconds"] = round(time.time() - started, 1)
     results["stages"] = dict(timer.seconds)
+    results["predicted_stages"] = predicted
     results["config"] = {
         "recipe": asdict(recipe),
         "trainer": {k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool, type(None)))},
@@ -468,7 +501,7 @@ def run(
         plot_comparison(results, out / "comparison.png")
     print(table)
     if recipe.profile:
-        print(timer.report())
+        print(timer.report(predicted))
     print(f"[done] artifacts in {out} ({results['seconds']} s)")
     return results
 
@@ -563,7 +596,8 @@ def main(
         raise ValueError(f"this command runs {env!r}; use the {recipe.env!r} one (examples/boost_{recipe.env}.py)")
     if recipe.methods is None and methods is not None:
         recipe.methods = list(methods)
-    return run(recipe, config, real_builder)
+    given = given_on_command_line(sys.argv[1:] if argv is None else argv, [name for name, _ in SHRINKABLE])
+    return run(recipe, config, real_builder, fixed_settings=given)
 
 
 __all__ = [

@@ -1,0 +1,247 @@
+"""Fit the BOOST recipe's job to a wall-time budget from the speed this machine measures.
+
+The same job can take 11 minutes on a CPU with native bf16 (AMX / AVX512-BF16) and more than three
+times as long on an AVX2-only one, where the library trains in fp32. Rather than a size that suits one
+kind of machine, the recipe measures two speeds at the start (a training step and a batched decode of
+the policy, at the precisions the library picked), predicts each stage's wall time from the work it
+will do, and, when the prediction is over the budget, shrinks the job until it fits: first the
+evaluation episodes, then the real episodes (and with them the self-play episodes), then the
+optimizer steps (whole outer iterations of Algorithm 1's schedule, so every method keeps the same
+θ budget). Settings given on the command line are never changed.
+
+Each stage's prediction is ``work / (measured speed x efficiency)``; the efficiencies are the ratios
+of a stage's real throughput to the micro-benchmark's, measured once on a whole run of the recipe
+(``--profile`` prints the prediction next to the measured time, so the constants can be re-fitted
+when a stage changes).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .. import hardware
+
+#: Real throughput of a stage / the micro-benchmark's (fitted on whole runs of the recipe, see module doc).
+#: Self-play and evaluation decode short turns after long prompts, so they reach a fraction of the
+#: batched-decode speed; training steps of the bilevel phases cost a multiple of a plain step.
+SELF_PLAY_EFFICIENCY = 0.25
+EVALUATION_EFFICIENCY = 0.35
+TRAINING_EFFICIENCY = 0.8
+#: Cost of one optimizer step of each phase, in plain (uniform-weight) training steps. ψ trains
+#: LoRA on a smaller loss; θ adds the validation loss; φ differentiates through the head and both.
+PHASE_COST = {"uniform": 1.0, "psi": 0.35, "theta": 1.8, "phi": 4.0}
+#: The recipe's stage names (its ``StageTimer`` keys), so a prediction sits next to its measurement.
+SELF_PLAY_STAGE = "self-play (synthetic data)"
+EMBEDDING_STAGE = "setup (tokenize, embed)"
+#: A forward pass for embeddings costs about a third of a training step (no backward).
+FORWARD_COST = 0.35
+#: Fixed costs per method: loading, tokenizing, saving, the weights analysis (seconds on any machine).
+PER_METHOD_OVERHEAD_S = 10.0
+
+
+@dataclass(frozen=True)
+class MachineSpeed:
+    """What one training step and one batched decode of the policy achieve on this machine."""
+
+    training_tokens_per_s: float
+    generation_tokens_per_s: float
+    training_dtype: str
+    generation_dtype: str
+
+    def describe(self) -> str:
+        return (
+            f"training {self.training_tokens_per_s:.0f} tokens/s ({self.training_dtype}), generation "
+            f"{self.generation_tokens_per_s:.1f} new tokens/s ({self.generation_dtype}, batch of 8)"
+        )
+
+
+def _fastest(function, repeats: int = 2) -> float:
+    function()  # warm-up: kernels, allocator
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _time_training_step(model, dtype: torch.dtype, batch_size: int, sequence_length: int) -> float:
+    device = next(model.parameters()).device
+    trainee = copy.deepcopy(model).float().train()
+    ids = torch.randint(100, model.config.vocab_size - 1, (batch_size, sequence_length), device=device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = trainee(input_ids=ids, labels=ids).loss
+        loss.backward()
+        trainee.zero_grad(set_to_none=True)
+
+    return _fastest(step)
+
+
+def measure_speed(model, *, sequence_length: int = 128, batch_size: int = 2, new_tokens: int = 8) -> MachineSpeed:
+    """Time one training step and one decode of ``model`` at the precisions the library picks here.
+
+    Works on a copy (the model's weights and gradients are left alone); takes seconds on a laptop CPU.
+    """
+    device = next(model.parameters()).device
+    train_dtype = hardware.pick_dtype("training", device=device)
+    generation_dtype = hardware.pick_dtype("generation", device=device)
+    vocab = model.config.vocab_size
+    training_seconds = _time_training_step(model, train_dtype, batch_size, sequence_length)
+    decoder = copy.deepcopy(model).to(generation_dtype).eval()
+    prompt = torch.randint(100, vocab - 1, (8, sequence_length), device=device)
+
+    @torch.no_grad()
+    def decode():
+        decoder.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+
+    generation_seconds = _fastest(decode, repeats=1)
+    return MachineSpeed(
+        training_tokens_per_s=batch_size * sequence_length / training_seconds,
+        generation_tokens_per_s=8 * new_tokens / generation_seconds,
+        training_dtype=str(train_dtype).removeprefix("torch."),
+        generation_dtype=str(generation_dtype).removeprefix("torch."),
+    )
+
+
+def optimizer_steps_by_phase(method: str, max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> dict[str, int]:
+    """How many of ``max_steps`` optimizer steps each phase takes (uniform-weight methods: all ``uniform``)."""
+    if method not in ("bilevel", "boost"):
+        return {"uniform": max_steps}
+    outer, rest = divmod(max_steps, k_psi + k_theta + k_phi)
+    psi = outer * k_psi + min(rest, k_psi)
+    theta = outer * k_theta + min(max(rest - k_psi, 0), k_theta)
+    return {"psi": psi, "theta": theta, "phi": max_steps - psi - theta}
+
+
+def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed) -> dict[str, float]:
+    """Predicted wall time of each stage of :func:`trainers.recipes.boost.run` for these settings."""
+    train_episodes = max(1, round(recipe.num_real * recipe.train_category_fraction * (1 - recipe.val_split)))
+    stages: dict[str, float] = {}
+    if any(m in ("vanilla_synthetic", "boost") for m in methods) and not recipe.synthetic_path:
+        # each step: one agent turn and one simulated observation of twice the length
+        new_tokens = train_episodes * recipe.synthetic_max_steps * 3 * recipe.synthetic_max_new_tokens
+        stages[SELF_PLAY_STAGE] = new_tokens / (speed.generation_tokens_per_s * SELF_PLAY_EFFICIENCY)
+    tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_length
+    step_seconds = tokens_per_step / (speed.training_tokens_per_s * TRAINING_EFFICIENCY)
+    bilevel_steps = config.max_steps
+    for method in methods:
+        steps = bilevel_steps
+        if method in ("vanilla", "vanilla_synthetic") and recipe.match_theta_updates:
+            bilevel = optimizer_steps_by_phase("boost", bilevel_steps, config.k_psi, config.k_theta, config.k_phi)
+            steps = max(1, bilevel["theta"])
+        phases = optimizer_steps_by_phase(method, steps, config.k_psi, config.k_theta, config.k_phi)
+        if method in ("bilevel", "boost"):
+            # the head's input: one forward pass over every training trajectory (real, and synthetic for BOOST)
+            embedded = train_episodes * (2 if method == "boost" else 1) * config.max_length
+            stages[f"{method}/{EMBEDDING_STAGE}"] = embedded / (
+                speed.training_tokens_per_s * TRAINING_EFFICIENCY / FORWARD_COST
+            )
+        train = sum(PHASE_COST[phase] * count for phase, count in phases.items()) * step_seconds
+        stages[f"{method}/train"] = train + PER_METHOD_OVERHEAD_S
+        if not recipe.skip_eval:
+            turns = recipe.eval_max_turns or 10
+            new_tokens = recipe.num_eval_episodes * turns * recipe.eval_max_new_tokens
+            stages[f"{method}/evaluation"] = new_tokens / (speed.generation_tokens_per_s * EVALUATION_EFFICIENCY)
+    return stages
+
+
+#: what the fitting may shrink, in order, with each one's floor (the smallest job that still compares methods)
+SHRINKABLE = (("num_eval_episodes", 4), ("num_real", 16), ("max_steps", None))
+
+
+def fit_to_budget(
+    recipe, config, methods: Sequence[str], speed: MachineSpeed, budget_s: float, fixed: Iterable[str] = ()
+) -> tuple[object, object, dict[str, float], list[str]]:
+    """Shrink the settings not in ``fixed`` until the predicted total is within ``budget_s``.
+
+    Returns new ``(recipe, config)``, the prediction for them and one line per change. Shrinks in the
+    order of :data:`SHRINKABLE`, each to its floor before the next; ``max_steps`` drops one outer
+    iteration at a time and keeps at least one. A job that cannot fit at the floors is left at them
+    (the caller says so).
+    """
+    recipe, config, fixed = copy.copy(recipe), copy.deepcopy(config), set(fixed)
+    changes: list[str] = []
+    cycle = config.k_psi + config.k_theta + config.k_phi
+
+    def total() -> float:
+        return sum(predict_seconds(recipe, config, methods, speed).values())
+
+    for name, floor in SHRINKABLE:
+        if name in fixed:
+            continue
+        target = config if name == "max_steps" else recipe
+        before = getattr(target, name)
+        floor = cycle if name == "max_steps" else floor
+        while total() > budget_s and getattr(target, name) > floor:
+            value = getattr(target, name)
+            smaller = (math.ceil(value / cycle) - 1) * cycle if name == "max_steps" else math.floor(value * 0.8)
+            setattr(target, name, max(floor, smaller))
+        if getattr(target, name) != before:
+            changes.append(f"{name} {before} -> {getattr(target, name)}")
+    return recipe, config, predict_seconds(recipe, config, methods, speed), changes
+
+
+def given_on_command_line(argv: Sequence[str], names: Iterable[str]) -> set[str]:
+    """Which of ``names`` appear as ``--name`` or ``--name=value`` in ``argv``."""
+    flags = {arg.split("=", 1)[0].lstrip("-") for arg in argv if arg.startswith("--")}
+    return {name for name in names if name in flags}
+
+
+def _where(model) -> str:
+    info = hardware.describe(next(model.parameters()).device)
+    if "gpu" in info:
+        return info["gpu"]
+    return f"CPU, {info['threads']} threads, bf16 flags: {' '.join(info['cpu_bf16_flags'])}"
+
+
+def fit_job(recipe, config, methods: Sequence[str], model, fixed: Iterable[str] = ()):
+    """Measure this machine, fit the job to ``recipe.time_budget_minutes`` and say what changed.
+
+    Returns ``(recipe, config, predicted seconds per stage)``; the prediction is empty when the
+    budget is 0 (the settings run as given, nothing is measured).
+    """
+    if not recipe.time_budget_minutes:
+        return recipe, config, {}
+    speed = measure_speed(model)
+    as_given = sum(predict_seconds(recipe, config, methods, speed).values())
+    budget = 60 * recipe.time_budget_minutes
+    recipe, config, predicted, changes = fit_to_budget(recipe, config, methods, speed, budget, fixed)
+    print(f"[budget] this machine ({_where(model)}): {speed.describe()}")
+    fitted = sum(predicted.values())
+    if not changes:
+        minutes = recipe.time_budget_minutes
+        print(f"[budget] predicted {as_given / 60:.1f} min, within {minutes:g} min: settings as given")
+    else:
+        verdict = "fits" if fitted <= budget else "still over the budget at the smallest settings"
+        print(
+            f"[budget] predicted {as_given / 60:.1f} min for the settings as given, over "
+            f"{recipe.time_budget_minutes:g} min: {', '.join(changes)}; predicted {fitted / 60:.1f} min ({verdict}). "
+            "--time_budget_minutes 0 runs the settings as given."
+        )
+    return recipe, config, predicted
+
+
+__all__ = [
+    "MachineSpeed",
+    "fit_job",
+    "fit_to_budget",
+    "given_on_command_line",
+    "measure_speed",
+    "optimizer_steps_by_phase",
+    "predict_seconds",
+]
