@@ -687,3 +687,19 @@ def test_oracle_demonstrations_all_succeed(env):
     assert all(json.loads(r["metadata"])["score"] == 1.0 for r in rows)
     with pytest.raises(ValueError, match="policy must be"):
         scripted_trajectories(env.tasks()[:1], env=env, policy="gpt-4")
+
+
+@pytest.mark.parametrize("policy", ["oracle", "heuristic"])
+def test_scripted_turns_without_thoughts_are_the_same_actions(env, policy):
+    from trainers.envs.webshop.scripted import scripted_trajectories
+
+    tasks = env.tasks("dev")[:6]
+    with_thoughts = scripted_trajectories(tasks, env=env, policy=policy, progress=False)
+    bare = scripted_trajectories(tasks, env=env, policy=policy, progress=False, thoughts=False)
+    for full, short in zip(with_thoughts, bare):
+        turns = [m["content"] for m in full["messages"] if m["role"] == "assistant"]
+        bare_turns = [m["content"] for m in short["messages"] if m["role"] == "assistant"]
+        assert all(t.startswith("Action: ") for t in bare_turns)
+        assert any(t.startswith("Thought: ") for t in turns)
+        # the same episode: the action lines and the rewards agree turn by turn
+        assert [t.split("\n")[-1] for t in turns] == bare_turns and full["rewards"] == short["rewards"]

@@ -136,11 +136,14 @@ def test_truncation_drops_oldest_turns_and_keeps_final_reward(tiny_tokenizer):
     assert cut["dropped_turns"] == 1
     assert len(cut["input_ids"]) < len(full["input_ids"])
     actions = _decode_actions(tiny_tokenizer, cut)
-    assert set(actions) == {1, 2}  # turn ids keep the original numbering
+    # turn ids keep the original numbering; turn 1 lost the observation it answered (dropped with turn 0),
+    # so it stays as context but is no action to learn
+    assert set(actions) == {2}
     assert actions[2] == "Is it a car?<|im_end|>"
     kept_rewards = [r for r in cut["token_rewards"] if r != 0.0]
-    assert kept_rewards == [-1.0, 17.0]
+    assert kept_rewards == [17.0]
     text = tiny_tokenizer.decode(cut["input_ids"])
+    assert MESSAGES[4]["content"] in text  # turn 1's words are still there, as context
     assert text.startswith("<|im_start|>system\nGuess the object.<|im_end|>\n<|im_start|>user\nQuestions:<|im_end|>")
     assert "animal" not in text
     _check_invariants(cut, REWARDS)

@@ -27,7 +27,13 @@ turn is ever cut in the middle. When a trajectory is longer than ``max_length`` 
    system prompt and the first observation (which states the task), until the rest fits.
 
 Rewards-to-go of the kept turns are unaffected because they only depend on later rewards; the
-number of dropped assistant turns is returned as ``dropped_turns``. If even the system prompt, the
+number of dropped assistant turns is returned as ``dropped_turns``. The first kept assistant turn
+now follows the first observation instead of the observation it answered (dropped with the turn
+before it), so it stays as context but is not an action to learn (``action_mask`` 0, ``turn_ids``
+-1): trained, it would teach the policy to answer the task's first page with a later page's action
+(on WebShop, to click instead of searching). A rollout that trims its prompt the same way
+(:class:`~trainers.envs.lm_policy.LMPolicy`) shows the same context before each generated action.
+When that turn is the only one kept, it carries the final reward and stays an action. If even the system prompt, the
 first observation and the last turn do not fit, :class:`TrajectoryTooLongError` names the row.
 """
 
@@ -256,7 +262,12 @@ def tokenize_trajectory(
             "raise max_length or shorten the observations"
         )
     input_ids, action_mask, local_turns = encoded
-    n_dropped = n_assistant - sum(m["role"] == "assistant" for m in kept)
+    n_kept = sum(m["role"] == "assistant" for m in kept)
+    n_dropped = n_assistant - n_kept
+    if n_dropped and n_kept > 1:
+        # its own observation was dropped: context, not an action to learn (module docstring)
+        action_mask = [0 if turn == 0 else mask for mask, turn in zip(action_mask, local_turns)]
+        local_turns = [-1 if turn == 0 else turn for turn in local_turns]
     kept_rewards = [float(r) for r in list(rewards)[n_dropped:]]
     token_rewards = [0.0] * len(input_ids)
     token_dones = [0] * len(input_ids)

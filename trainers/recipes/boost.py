@@ -82,6 +82,14 @@ class BoostRecipeArguments:
     num_categories: int | None = field(
         default=10, metadata={"help": "Task categories of the scripted episodes (None = all)."}
     )
+    scripted_thoughts: bool = field(
+        default=False,
+        metadata={
+            "help": "WebShop's scripted episodes write a 'Thought: ...' line before each action (ETO's form). "
+            "Off by default: a policy trained for a few minutes learns the bare 'Action: ...' turns, and "
+            "they are shorter to train on and to play."
+        },
+    )
     noise: float = field(default=0.5, metadata={"help": "Fraction of scripted episodes played by the noisy policy."})
     low_data_fraction: float | None = field(
         default=None,
@@ -246,8 +254,10 @@ def load_real(recipe: BoostRecipeArguments, env, real_builder: Callable | None =
         keep = set(random.Random(recipe.split_seed).sample(categories, min(recipe.num_categories, len(categories))))
         tasks = [t for t in tasks if t.category in keep]
     tasks = _spread_over_categories(tasks, recipe.num_real, recipe.split_seed)
-    builder = real_builder or REAL_BUILDERS[recipe.env]
-    return to_dataset(builder(env, tasks, recipe.noise, recipe.split_seed))
+    if real_builder is not None:
+        return to_dataset(real_builder(env, tasks, recipe.noise, recipe.split_seed))
+    options = {"thoughts": recipe.scripted_thoughts} if recipe.env == "webshop" else {}
+    return to_dataset(REAL_BUILDERS[recipe.env](env, tasks, recipe.noise, recipe.split_seed, **options))
 
 
 def generate_synthetic(

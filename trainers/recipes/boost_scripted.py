@@ -67,18 +67,18 @@ def play_scripted(
     return rows
 
 
-def webshop_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
-    """WebShop: the oracle shopper (expert) on a ``1 - noise`` fraction, the text-only heuristic (noisy) on the rest."""
+def webshop_rows(env, tasks, noise: float, seed: int, *, thoughts: bool = True) -> list[dict[str, Any]]:
+    """WebShop: the oracle shopper (expert) on a ``1 - noise`` fraction, the text-only heuristic (noisy) on the rest.
+
+    ``thoughts``: turns as ``Thought: ...`` + ``Action: ...`` (ETO's form) or the action line alone.
+    """
     from ..envs.webshop.scripted import scripted_trajectories
 
     rng = random.Random(seed)
     noisy = set(rng.sample(range(len(tasks)), round(noise * len(tasks))))
-    rows = scripted_trajectories(
-        [t for i, t in enumerate(tasks) if i not in noisy], env=env, policy="oracle", progress=False
-    )
-    rows += scripted_trajectories(
-        [t for i, t in enumerate(tasks) if i in noisy], env=env, policy="heuristic", progress=False
-    )
+    options = dict(env=env, progress=False, thoughts=thoughts)
+    rows = scripted_trajectories([t for i, t in enumerate(tasks) if i not in noisy], policy="oracle", **options)
+    rows += scripted_trajectories([t for i, t in enumerate(tasks) if i in noisy], policy="heuristic", **options)
     return rows
 
 

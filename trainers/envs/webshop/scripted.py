@@ -113,7 +113,7 @@ class HeuristicShopper:
         self.thoughts = thoughts
 
     def _turn(self, thought: str, action: str) -> str:
-        return f"Thought: {thought}\nAction: {action}" if self.thoughts else f"Action: {action}"
+        return agent_turn(thought, action, self.thoughts)
 
     def act(self, messages: Sequence[dict[str, str]]) -> str:
         """The next agent turn for a conversation (system / user observations / assistant turns)."""
@@ -176,22 +176,27 @@ class HeuristicShopper:
         return [self.act(history) for history in histories]
 
 
-def _oracle_turns(env: WebShopEnv):
+def agent_turn(thought: str, action: str, thoughts: bool = True) -> str:
+    """One agent turn: ``Thought: ...`` then ``Action: ...`` (ETO's form), or the action line alone."""
+    return f"Thought: {thought}\nAction: {action}" if thoughts else f"Action: {action}"
+
+
+def _oracle_turns(env: WebShopEnv, thoughts: bool = True):
     goal = env.goal
     query = search_keywords(goal.instruction_text)
-    yield f"Thought: I should search for {query}.\nAction: search[{query}]"
+    yield agent_turn(f"I should search for {query}.", f"search[{query}]", thoughts)
     for _ in range(env.max_steps):
         if goal.asin.lower() in env.available_actions()["clickables"]:
             break
         if NEXT_PAGE.lower() not in env.available_actions()["clickables"]:
             # not in these results: search for the product's title instead
-            yield f"Thought: It is not listed; I will search by name.\nAction: search[{goal.name}]"
+            yield agent_turn("It is not listed; I will search by name.", f"search[{goal.name}]", thoughts)
             continue
-        yield f"Thought: The product is not on this page.\nAction: click[{NEXT_PAGE}]"
-    yield f"Thought: {goal.asin} matches the instruction.\nAction: click[{goal.asin}]"
+        yield agent_turn("The product is not on this page.", f"click[{NEXT_PAGE}]", thoughts)
+    yield agent_turn(f"{goal.asin} matches the instruction.", f"click[{goal.asin}]", thoughts)
     for value in goal.goal_options.values() if isinstance(goal.goal_options, dict) else goal.goal_options:
-        yield f"Thought: The instruction asks for {value}.\nAction: click[{value}]"
-    yield f"Thought: Everything matches; I buy it.\nAction: click[{BUY_NOW}]"
+        yield agent_turn(f"The instruction asks for {value}.", f"click[{value}]", thoughts)
+    yield agent_turn("Everything matches; I buy it.", f"click[{BUY_NOW}]", thoughts)
 
 
 def scripted_trajectories(
@@ -201,6 +206,7 @@ def scripted_trajectories(
     policy: str | HeuristicShopper = "heuristic",
     source: str = "real",
     progress: bool = True,
+    thoughts: bool = True,
 ) -> list[dict[str, Any]]:
     """Play ``tasks`` with a scripted shopper and return trajectory-schema rows.
 
@@ -213,11 +219,13 @@ def scripted_trajectories(
             ``HeuristicShopper``, or ``"oracle"`` (knows the target; successful demonstrations).
         source: the rows' ``source`` (default ``"real"``: these stand in for the paper's real
             offline episodes).
+        thoughts: write a ``Thought: ...`` line before each action (ETO's form; default True);
+            ``False`` gives ``Action: ...`` turns alone. A configured ``HeuristicShopper`` keeps its own.
     """
     env = env or WebShopEnv()
     if isinstance(policy, str) and policy not in ("heuristic", "oracle"):
         raise ValueError(f"policy must be 'heuristic', 'oracle' or a HeuristicShopper, got {policy!r}")
-    shopper = HeuristicShopper() if policy == "heuristic" else policy
+    shopper = HeuristicShopper(thoughts=thoughts) if policy == "heuristic" else policy
     tasks = list(tasks)
     rows = []
     for task in tqdm(tasks, desc="scripted WebShop episodes", disable=not progress or len(tasks) < 50):
@@ -225,7 +233,7 @@ def scripted_trajectories(
         messages = [{"role": "system", "content": env.system_prompt}, {"role": "user", "content": first}]
         rewards: list[float] = []
         info: dict[str, Any] = {}
-        turns = _oracle_turns(env) if policy == "oracle" else None
+        turns = _oracle_turns(env, thoughts) if policy == "oracle" else None
         done = False
         while not done:
             if turns is not None:
