@@ -29,7 +29,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,19 +39,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from trainers import hardware  # noqa: E402
+from trainers.recipes.time_budget import fastest_call, time_decode  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def best_of(function, repeats: int) -> float:
-    """Fastest wall time of ``repeats`` calls after one warm-up call."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def autocast(precision: str):
@@ -64,7 +53,7 @@ def autocast(precision: str):
 def matmul_gflops(precision: str, repeats: int) -> float:
     dtype = PRECISIONS[precision]
     a, b = torch.randn(2048, 576, dtype=dtype), torch.randn(576, 1536, dtype=dtype)
-    seconds = best_of(lambda: a @ b, repeats * 5)
+    seconds = fastest_call(lambda: a @ b, repeats * 5)
     return 2 * 2048 * 576 * 1536 / seconds / 1e9
 
 
@@ -80,25 +69,11 @@ def training_tokens_per_s(model, precision: str, batch: int, seq: int, repeats: 
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return batch * seq / best_of(step, repeats)
+    return batch * seq / fastest_call(step, repeats)
 
 
 def generation_tokens_per_s(model, precision: str, batch: int, prompt: int, new_tokens: int, repeats: int) -> float:
-    model = copy.deepcopy(model).to(PRECISIONS[precision]).eval()
-    ids = torch.randint(100, model.config.vocab_size - 1, (batch, prompt))
-
-    @torch.no_grad()
-    def generate():
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-        )
-
-    return batch * new_tokens / best_of(generate, repeats)
+    return batch * new_tokens / time_decode(model, PRECISIONS[precision], batch, prompt, new_tokens, repeats)
 
 
 def embedding_tokens_per_s(model, precision: str, repeats: int) -> float:
@@ -110,7 +85,7 @@ def embedding_tokens_per_s(model, precision: str, repeats: int) -> float:
         with autocast(precision):
             model.model(input_ids=ids, attention_mask=torch.ones_like(ids))
 
-    return ids.numel() / best_of(forward, repeats)
+    return ids.numel() / fastest_call(forward, repeats)
 
 
 def cpu_kind(flags: frozenset[str]) -> str:

@@ -61,7 +61,8 @@ class MachineSpeed:
         )
 
 
-def _fastest(function, repeats: int = 2) -> float:
+def fastest_call(function, repeats: int = 2) -> float:
+    """Fastest wall time of ``repeats`` calls of ``function`` after one warm-up call."""
     function()  # warm-up: kernels, allocator
     best = math.inf
     for _ in range(repeats):
@@ -82,21 +83,17 @@ def _time_training_step(model, dtype: torch.dtype, batch_size: int, sequence_len
         loss.backward()
         trainee.zero_grad(set_to_none=True)
 
-    return _fastest(step)
+    return fastest_call(step)
 
 
-def measure_speed(model, *, sequence_length: int = 128, batch_size: int = 2, new_tokens: int = 8) -> MachineSpeed:
-    """Time one training step and one decode of ``model`` at the precisions the library picks here.
-
-    Works on a copy (the model's weights and gradients are left alone); takes seconds on a laptop CPU.
-    """
-    device = next(model.parameters()).device
-    train_dtype = hardware.pick_dtype("training", device=device)
-    generation_dtype = hardware.pick_dtype("generation", device=device)
-    vocab = model.config.vocab_size
-    training_seconds = _time_training_step(model, train_dtype, batch_size, sequence_length)
-    decoder = copy.deepcopy(model).to(generation_dtype).eval()
-    prompt = torch.randint(100, vocab - 1, (8, sequence_length), device=device)
+def time_decode(
+    model, dtype: torch.dtype, batch_size: int, prompt_length: int, new_tokens: int, repeats: int = 1
+) -> float:
+    """Fastest wall time of a greedy decode of exactly ``new_tokens`` for ``batch_size`` random prompts,
+    on a copy of ``model`` in ``dtype``."""
+    decoder = copy.deepcopy(model).to(dtype).eval()
+    device = next(decoder.parameters()).device
+    prompt = torch.randint(100, decoder.config.vocab_size - 1, (batch_size, prompt_length), device=device)
 
     @torch.no_grad()
     def decode():
@@ -109,7 +106,19 @@ def measure_speed(model, *, sequence_length: int = 128, batch_size: int = 2, new
             pad_token_id=0,
         )
 
-    generation_seconds = _fastest(decode, repeats=1)
+    return fastest_call(decode, repeats)
+
+
+def measure_speed(model, *, sequence_length: int = 128, batch_size: int = 2, new_tokens: int = 8) -> MachineSpeed:
+    """Time one training step and one decode of ``model`` at the precisions the library picks here.
+
+    Works on a copy (the model's weights and gradients are left alone); takes seconds on a laptop CPU.
+    """
+    device = next(model.parameters()).device
+    train_dtype = hardware.pick_dtype("training", device=device)
+    generation_dtype = hardware.pick_dtype("generation", device=device)
+    training_seconds = _time_training_step(model, train_dtype, batch_size, sequence_length)
+    generation_seconds = time_decode(model, generation_dtype, 8, sequence_length, new_tokens, repeats=1)
     return MachineSpeed(
         training_tokens_per_s=batch_size * sequence_length / training_seconds,
         generation_tokens_per_s=8 * new_tokens / generation_seconds,
@@ -238,10 +247,12 @@ def fit_job(recipe, config, methods: Sequence[str], model, fixed: Iterable[str] 
 
 __all__ = [
     "MachineSpeed",
+    "fastest_call",
     "fit_job",
     "fit_to_budget",
     "given_on_command_line",
     "measure_speed",
     "optimizer_steps_by_phase",
     "predict_seconds",
+    "time_decode",
 ]
