@@ -63,14 +63,14 @@ def test_a_fast_machine_keeps_the_settings():
     assert (fitted_recipe.num_real, fitted_config.max_steps) == (recipe.num_real, config.max_steps)
 
 
-def test_a_slow_machine_shrinks_evaluation_then_data_then_whole_outer_iterations():
+def test_a_slow_machine_shrinks_data_first_and_steps_by_whole_outer_iterations():
     recipe, config = webshop_defaults()
     machine = speed(0.25)
     budget = total(recipe, config, machine) / 1.6
     fitted_recipe, fitted_config, predicted, changes = fit_to_budget(recipe, config, METHODS, machine, budget)
     assert sum(predicted.values()) <= budget
-    assert [change.split()[0] for change in changes][:1] == ["num_eval_episodes"]
-    assert fitted_recipe.num_eval_episodes < recipe.num_eval_episodes
+    assert [change.split()[0] for change in changes][:1] == ["num_real"]
+    assert fitted_recipe.num_real < recipe.num_real
     cycle = config.k_psi + config.k_theta + config.k_phi
     assert fitted_config.max_steps % cycle == 0 and fitted_config.max_steps >= cycle
     # the inputs are left alone
@@ -83,6 +83,7 @@ def test_fitting_stops_at_the_floors_and_keeps_what_the_user_gave():
         recipe, config, METHODS, speed(0.001), 60.0, fixed={"num_real"}
     )
     assert fitted_recipe.num_eval_episodes == 4 and fitted_recipe.num_real == recipe.num_real
+    assert fitted_recipe.synthetic_max_steps == 2 and fitted_recipe.eval_max_turns == 4
     assert fitted_config.max_steps == config.k_psi + config.k_theta + config.k_phi
     assert sum(predicted.values()) > 60.0  # cannot fit: the caller reports it
     assert not any(change.startswith("num_real") for change in changes)

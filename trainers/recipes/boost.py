@@ -119,7 +119,7 @@ class BoostRecipeArguments:
         default=None, metadata={"help": "Reuse synthetic trajectories saved by an earlier run."}
     )
     num_eval_episodes: int = field(default=8, metadata={"help": "Live evaluation episodes per method (paper 64)."})
-    eval_max_new_tokens: int = field(default=48, metadata={"help": "Tokens per agent turn in evaluation."})
+    eval_max_new_tokens: int = field(default=32, metadata={"help": "Tokens per agent turn in evaluation."})
     eval_batch_size: int = field(default=8, metadata={"help": "Episodes played at once in evaluation."})
     eval_max_turns: int | None = field(default=8, metadata={"help": "Cap on evaluation turns (None = env horizon)."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank (0 = full fine-tuning)."})

@@ -5,9 +5,10 @@ times as long on an AVX2-only one, where the library trains in fp32. Rather than
 kind of machine, the recipe measures two speeds at the start (a training step and a batched decode of
 the policy, at the precisions the library picked), predicts each stage's wall time from the work it
 will do, and, when the prediction is over the budget, shrinks the job until it fits: first the
-evaluation episodes, then the real episodes (and with them the self-play episodes), then the
-optimizer steps (whole outer iterations of Algorithm 1's schedule, so every method keeps the same
-θ budget). Settings given on the command line are never changed.
+real episodes (and with them the self-play episodes and the embeddings), then the evaluation
+episodes, the self-play episode length, the evaluation turns, and last the optimizer steps (whole
+outer iterations of Algorithm 1's schedule, so every method keeps the same θ budget). Settings
+given on the command line are never changed.
 
 Each stage's prediction is ``work / (measured speed x efficiency)``; the efficiencies are the ratios
 of a stage's real throughput to the micro-benchmark's, measured once on a whole run of the recipe
@@ -27,20 +28,23 @@ import torch
 
 from .. import hardware
 
-#: Real throughput of a stage / the micro-benchmark's (fitted on whole runs of the recipe, see module doc).
-#: Self-play and evaluation decode short turns after long prompts, so they reach a fraction of the
-#: batched-decode speed; training steps of the bilevel phases cost a multiple of a plain step.
-SELF_PLAY_EFFICIENCY = 0.25
-EVALUATION_EFFICIENCY = 0.35
-TRAINING_EFFICIENCY = 0.8
-#: Cost of one optimizer step of each phase, in plain (uniform-weight) training steps. ψ trains
-#: LoRA on a smaller loss; θ adds the validation loss; φ differentiates through the head and both.
-PHASE_COST = {"uniform": 1.0, "psi": 0.35, "theta": 1.8, "phi": 4.0}
+#: Real throughput of a stage / the micro-benchmark's, fitted on a whole run of the WebShop main job
+#: (2026-11-26, Xeon with AMX, bf16; `--profile` prints prediction and measurement side by side):
+#: self-play and evaluation decode short turns after long prompts and step the environment, so they
+#: reach part of the batched-decode speed; a LoRA step skips the weights' gradients and its batches
+#: are shorter than ``max_length``, so it beats the full fine-tuning micro-benchmark; embedding is a
+#: forward pass alone.
+SELF_PLAY_EFFICIENCY = 0.45
+EVALUATION_EFFICIENCY = 0.4
+TRAINING_EFFICIENCY = 1.4
+EMBEDDING_EFFICIENCY = 2.1
+#: Cost of one optimizer step of each phase, in plain (uniform-weight) training steps, measured on
+#: the same run: ψ trains on the train loss of a smaller batch; θ adds the validation loss; φ
+#: differentiates the validation signal through the head.
+PHASE_COST = {"uniform": 1.0, "psi": 0.35, "theta": 2.4, "phi": 1.7}
 #: The recipe's stage names (its ``StageTimer`` keys), so a prediction sits next to its measurement.
 SELF_PLAY_STAGE = "self-play (synthetic data)"
 EMBEDDING_STAGE = "setup (tokenize, embed)"
-#: A forward pass for embeddings costs about a third of a training step (no backward).
-FORWARD_COST = 0.35
 #: Fixed costs per method: loading, tokenizing, saving, the weights analysis (seconds on any machine).
 PER_METHOD_OVERHEAD_S = 10.0
 
@@ -139,7 +143,8 @@ def optimizer_steps_by_phase(method: str, max_steps: int, k_psi: int, k_theta: i
 
 def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed) -> dict[str, float]:
     """Predicted wall time of each stage of :func:`trainers.recipes.boost.run` for these settings."""
-    train_episodes = max(1, round(recipe.num_real * recipe.train_category_fraction * (1 - recipe.val_split)))
+    # the category split puts about train_category_fraction of the episodes in train (val is cut from the rest)
+    train_episodes = max(1, round(recipe.num_real * recipe.train_category_fraction))
     stages: dict[str, float] = {}
     if any(m in ("vanilla_synthetic", "boost") for m in methods) and not recipe.synthetic_path:
         # each step: one agent turn and one simulated observation of twice the length
@@ -157,9 +162,7 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
         if method in ("bilevel", "boost"):
             # the head's input: one forward pass over every training trajectory (real, and synthetic for BOOST)
             embedded = train_episodes * (2 if method == "boost" else 1) * config.max_length
-            stages[f"{method}/{EMBEDDING_STAGE}"] = embedded / (
-                speed.training_tokens_per_s * TRAINING_EFFICIENCY / FORWARD_COST
-            )
+            stages[f"{method}/{EMBEDDING_STAGE}"] = embedded / (speed.training_tokens_per_s * EMBEDDING_EFFICIENCY)
         train = sum(PHASE_COST[phase] * count for phase, count in phases.items()) * step_seconds
         stages[f"{method}/train"] = train + PER_METHOD_OVERHEAD_S
         if not recipe.skip_eval:
@@ -170,7 +173,13 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
 
 
 #: what the fitting may shrink, in order, with each one's floor (the smallest job that still compares methods)
-SHRINKABLE = (("num_eval_episodes", 4), ("num_real", 16), ("max_steps", None))
+SHRINKABLE = (
+    ("num_real", 12),
+    ("num_eval_episodes", 4),
+    ("synthetic_max_steps", 2),
+    ("eval_max_turns", 4),
+    ("max_steps", None),
+)
 
 
 def fit_to_budget(
@@ -196,7 +205,7 @@ def fit_to_budget(
         target = config if name == "max_steps" else recipe
         before = getattr(target, name)
         floor = cycle if name == "max_steps" else floor
-        while total() > budget_s and getattr(target, name) > floor:
+        while total() > budget_s and (getattr(target, name) or 0) > floor:  # None (no cap) stays
             value = getattr(target, name)
             smaller = (math.ceil(value / cycle) - 1) * cycle if name == "max_steps" else math.floor(value * 0.8)
             setattr(target, name, max(floor, smaller))
