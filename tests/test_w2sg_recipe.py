@@ -219,3 +219,13 @@ def test_stage_options_are_json(tmp_path):
     cache.run("s", _builder([]), _load, {"path": tmp_path, "x": 1})
     saved = json.loads((tmp_path / "s" / "stage.json").read_text())
     assert saved["options"] == {"path": str(tmp_path), "x": 1} and saved["seconds"] >= 0
+
+
+def test_a_sweep_writes_its_own_report_and_keeps_the_study_report():
+    from argparse import Namespace
+
+    from trainers.recipes.weak_to_strong_study import report_name
+
+    assert report_name(Namespace(eval_split="test", variant=None)) == "results"
+    assert report_name(Namespace(eval_split="dev", variant="lr3e-5")) == "results-dev-lr3e-5"
+    assert report_name(Namespace(eval_split="test", variant="plain-dpo")) == "results-plain-dpo"

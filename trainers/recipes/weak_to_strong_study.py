@@ -144,7 +144,7 @@ def print_weak_summary(seed: int, summary: dict) -> None:
 
 
 def report(study: dict, args, title: str) -> str:
-    """Write ``results.md`` / ``results.json`` / ``results.png`` under ``--output-dir``; returns the markdown."""
+    """Write the report (``results.md`` / ``.json`` / ``.png``, see :func:`report_name`); returns the markdown."""
     lines = [f"# {title}", ""]
     summary = study["summary"]
     missing = missing_results(summary, args)
@@ -180,11 +180,22 @@ def report(study: dict, args, title: str) -> str:
         lines.append(f"- seed {seed}: " + ", ".join(f"{name} {sec / 60:.1f}" for name, sec in stages.items()))
     text = "\n".join(lines) + "\n"
     out = Path(args.output_dir)
-    (out / "results.md").write_text(text, encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(study, indent=2, default=str), encoding="utf-8")
+    stem = report_name(args)
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(study, indent=2, default=str), encoding="utf-8")
     if summary:
-        plot(summary, out / "results.png", title)
+        plot(summary, out / f"{stem}.png", title)
     return text
+
+
+def report_name(args) -> str:
+    """``results``, or ``results-<split>-<variant>`` for a sweep's runs, so they never overwrite the study's."""
+    parts = ["results"]
+    if args.eval_split != "test":
+        parts.append(args.eval_split)
+    if args.variant:
+        parts.append(args.variant)
+    return "-".join(parts)
 
 
 def plot(summary: dict, path: Path, title: str) -> None:
