@@ -255,7 +255,7 @@ class WeakToStrongRun:
             write_json(folder, "pairs.json", [dict(row) for row in mined.to_dataset()] if len(mined) else [])
 
         return self.cache.run(
-            "pairs",
+            self.variant("pairs"),  # a sweep may mine other pairs (--pair-continuation, --pair-strategy)
             build,
             lambda f: read_json(f, "pairs.json"),
             self._explore_options("similarity_threshold", "pair_strategy", "pair_continuation"),
