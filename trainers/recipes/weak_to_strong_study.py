@@ -223,6 +223,23 @@ def plot(summary: dict, path: Path, title: str) -> None:
         yerr=[summary[n]["success_rate_se"] for n in names],
         capsize=3,
     )
+    # each seed's mean avg reward on its bar: seeds can disagree more than one seed's standard error says
+    seed_markers = "os^vD"
+    seeds = sorted({seed for n in names for seed in summary[n]["per_seed_avg_reward"]}, key=str)
+    for k, seed in enumerate(seeds):
+        points = [
+            (x - 0.2, summary[n]["per_seed_avg_reward"][seed])
+            for x, n in zip(xs, names)
+            if seed in summary[n]["per_seed_avg_reward"]
+        ]
+        ax.scatter(
+            *zip(*points),
+            marker=seed_markers[k % len(seed_markers)],
+            color="black",
+            s=14,
+            zorder=3,
+            label=f"avg reward, seed {seed}",
+        )
     ax.set_xticks(list(xs))
     ax.set_xticklabels([METHOD_TITLES[n] for n in names], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("x100 (mean ± s.e. over test episodes)")
