@@ -224,7 +224,8 @@ def _where(model) -> str:
     info = hardware.describe(next(model.parameters()).device)
     if "gpu" in info:
         return info["gpu"]
-    return f"CPU, {info['threads']} threads, bf16 flags: {' '.join(info['cpu_bf16_flags'])}"
+    native = "native bf16" if hardware.cpu_has_fast_bf16() else "no native bf16"  # a oneDNN ISA cap counts
+    return f"CPU, {info['threads']} threads, bf16 flags: {' '.join(info['cpu_bf16_flags'])} ({native})"
 
 
 def fit_job(recipe, config, methods: Sequence[str], model, fixed: Iterable[str] = ()):
