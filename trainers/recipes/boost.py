@@ -128,8 +128,8 @@ class BoostRecipeArguments:
         default=14.0,
         metadata={
             "help": "Fit the job to this wall time from the speed this machine measures at the start: fewer "
-            "evaluation episodes, real episodes and optimizer steps where the defaults would take longer "
-            "(flags given on the command line are kept). 0 = run the settings as given."
+            "real episodes, evaluation episodes, self-play steps, evaluation turns and outer iterations where "
+            "the settings would take longer (flags given on the command line are kept). 0 = run them as given."
         },
     )
     profile: bool = field(default=True, metadata={"help": "Print the wall time of every stage at the end."})
@@ -202,16 +202,13 @@ class StageTimer:
         """Markdown table of the stages; with ``predicted``, the time budget's prediction next to each."""
         # "<method>/train/<phase>" splits "<method>/train": only the stages above it add up
         total = sum(v for k, v in self.seconds.items() if k.count("/") < 2)
-        if not predicted:
-            lines = ["| stage | seconds |", "|---|---|"]
-            lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in self.seconds.items()]
-            lines.append(f"| total | {total:.1f} |")
-            return "\n".join(lines)
-        lines = ["| stage | seconds | predicted |", "|---|---|---|"]
+        predicted = predicted or {}
+        column = " predicted |" if predicted else ""
+        lines = [f"| stage | seconds |{column}", "|---|---|" + ("---|" if predicted else "")]
         for stage, seconds in self.seconds.items():
-            guess = f"{predicted[stage]:.1f}" if stage in predicted else ""
-            lines.append(f"| {stage} | {seconds:.1f} | {guess} |")
-        lines.append(f"| total | {total:.1f} | {sum(predicted.values()):.1f} |")
+            guess = f" {predicted[stage]:.1f} |" if stage in predicted else (" |" if predicted else "")
+            lines.append(f"| {stage} | {seconds:.1f} |{guess}")
+        lines.append(f"| total | {total:.1f} |" + (f" {sum(predicted.values()):.1f} |" if predicted else ""))
         return "\n".join(lines)
 
 
@@ -450,7 +447,11 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(recipe.env)
     tokenizer = load_tokenizer(recipe.model)
-    self_play_model = load_causal_lm(recipe.model, dtype=torch.float32)
+    needs_self_play = any(m in ("vanilla_synthetic", "boost") for m in methods) and not recipe.synthetic_path
+    # one fp32 copy serves the speed measurement and self-play; neither needs it otherwise
+    self_play_model = (
+        load_causal_lm(recipe.model, dtype=torch.float32) if needs_self_play or recipe.time_budget_minutes else None
+    )
     with timer("budget (measure this machine)"):
         recipe, config, predicted = fit_job(recipe, config, methods, self_play_model, fixed_settings)
     peft_config = None
