@@ -31,9 +31,10 @@ from pathlib import Path
 
 import torch
 
-from trainers import BilevelReweightConfig, BilevelReweightTrainer
+from trainers import BilevelReweightConfig, BilevelReweightTrainer, hardware
 from trainers.boost.corruptions import (
     CORRUPTIONS,
+    UncorruptibleError,
     follows_rule,
     half_corrupted,
     quality_of,
@@ -41,6 +42,7 @@ from trainers.boost.corruptions import (
     rule_task_success_rewards,
 )
 from trainers.data.schema import to_dataset
+from trainers.models import DEFAULT_MODEL, load_tokenizer
 
 VARIANTS = {
     "default": {},
@@ -115,8 +117,87 @@ def cell_data(kind: str, seed: int, num_real: int, num_val: int, error_rate: flo
     return real, val, synthetic
 
 
+#: actions that break each built-in environment's rules: other environments' turns
+ENV_RULE_BREAKING = {
+    "car_dealer": ("Is it a living thing?", "search[wireless headphones]", "click[Buy Now]"),
+    "twenty_questions": ("Deal!", "This sedan is $25,000, a great price.", "click[Buy Now]"),
+    "webshop": ("Deal!", "Is it a living thing?", "This sedan is $25,000, a great price."),
+}
+
+
+def env_cell_data(env_name: str, kind: str, seed: int, num_real: int, num_val: int):
+    """Scripted expert episodes of a built-in environment: real, validation and synthetic (half corrupted).
+
+    Each set plays its own tasks. ``false_reward`` and ``truncated`` substitute the noisy scripted
+    policy's turns (valid actions that fail), rule-breaking actions come from other environments,
+    foreign observations from tasks none of the sets plays, and every false claim is the median
+    return of the real episodes on the last turn.
+    """
+    import random
+
+    from trainers.envs import make_env
+    from trainers.recipes.boost_scripted import REAL_BUILDERS
+
+    env = make_env(env_name)
+    tasks = list(env.tasks())
+    random.Random(seed).shuffle(tasks)
+    num_synthetic = 2 * num_real
+    needed = num_real + num_val + num_synthetic + 8
+    if len(tasks) < needed:
+        raise ValueError(f"{env_name} has {len(tasks)} tasks; --num_real {num_real} --num_val {num_val} need {needed}")
+
+    def play(name: str, chosen, noise: float) -> list[dict]:
+        rows = REAL_BUILDERS[env_name](env, chosen, noise, 1000 * seed + len(name))
+        for row in rows:
+            row["id"] = f"{name}-{row['id']}"
+        return rows
+
+    start = num_real + num_val
+    real = play("real", tasks[:num_real], 0.0)
+    val = play("val", tasks[num_real:start], 0.0)
+    synthetic = play("synthetic", tasks[start : start + num_synthetic], 0.0)
+    for parent, row in zip(real * 2, synthetic):
+        row["source"] = "synthetic"
+        row["metadata"] = json.dumps({**json.loads(row["metadata"]), "parent_id": parent["id"]})
+    spare = tasks[start + num_synthetic :][:16]
+    noisy_turns = [
+        m["content"] for row in play("noisy", spare, 1.0) for m in row["messages"] if m["role"] == "assistant"
+    ]
+    returns = sorted(sum(row["rewards"]) for row in real)
+    success_return = returns[len(returns) // 2]
+    synthetic = half_corrupted(
+        synthetic,
+        kind,
+        seed=1000 * seed + 5,
+        foreign_rows=play("foreign", spare, 0.0),
+        invalid_actions=ENV_RULE_BREAKING[env_name],
+        wrong_actions=noisy_turns,
+        success_rewards=lambda n: [0.0] * (n - 1) + [success_return],
+    )
+    return real, val, synthetic
+
+
+def env_settings(env_name: str, args) -> dict:
+    """The BOOST recipe's small-scale trainer settings for ``env_name`` (LoRA added by :func:`run_cell`)."""
+    from trainers.recipes.boost import small_scale_defaults
+
+    keep = ("alpha", "reweight_depth", "max_length", "learning_rate", "cql_weight", "use_cpu")
+    return {k: v for k, v in small_scale_defaults(env_name).items() if k in keep}
+
+
 def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
-    real, val, synthetic = cell_data(kind, seed, args.num_real, args.num_val, args.error_rate, args.turns)
+    peft_config = None
+    if args.env == "rule":
+        real, val, synthetic = cell_data(kind, seed, args.num_real, args.num_val, args.error_rate, args.turns)
+        env_specific = {"bf16": False, "use_cpu": True}  # a tiny model: fp32 is as fast and exact
+    else:
+        from peft import LoraConfig
+
+        real, val, synthetic = env_cell_data(args.env, kind, seed, args.num_real, args.num_val)
+        env_specific = env_settings(args.env, args)  # precision: the library's choice for this machine
+        peft_config = LoraConfig(
+            r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+        )
     outer_length = args.k_psi + args.k_theta + overrides.get("k_phi", 1)
     config = BilevelReweightConfig(
         **{
@@ -128,8 +209,7 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
             "per_device_train_batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "seed": seed,
-            "bf16": False,
-            "use_cpu": True,
+            **env_specific,
             "report_to": [],
             "save_strategy": "no",
             "logging_steps": 10**6,
@@ -146,6 +226,7 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
         val_dataset=to_dataset(val),
         synthetic_dataset=to_dataset(synthetic),
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
     trainer.train()
     weights = trainer.trajectory_weights()
@@ -173,7 +254,7 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
     }
 
 
-def write_report(cells: list[dict], variant: str, output_dir: Path) -> None:
+def write_report(cells: list[dict], variant: str, output_dir: Path, task: str) -> None:
     lines = [
         "| kind | seed | AUC faithful>corrupted | AUC real>corrupted | w real | w faithful | w corrupted | "
         "corrupted/faithful | n_eff |",
@@ -238,7 +319,7 @@ def write_report(cells: list[dict], variant: str, output_dir: Path) -> None:
     axes[0].legend(fontsize=8)
     axes[1].set_ylabel("mean weight (1 = uniform)")
     axes[1].legend(fontsize=8)
-    figure.suptitle(f"BOOST weight quality, tiny rule task, variant '{variant}'")
+    figure.suptitle(f"BOOST weight quality, {task}, variant '{variant}'")
     figure.tight_layout()
     figure.savefig(output_dir / f"weight_quality_{variant}.png", dpi=120)
     plt.close(figure)
@@ -257,33 +338,61 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="default", help="a name; 'default' and 'paper' are predefined")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="BilevelReweightConfig overrides")
+    parser.add_argument(
+        "--env",
+        default="rule",
+        choices=["rule", *ENV_RULE_BREAKING],
+        help="'rule': the tiny rule task on a tiny Llama; a built-in environment: its scripted episodes "
+        "on --model with LoRA and the BOOST recipe's settings",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="policy for --env other than 'rule'")
     parser.add_argument("--kinds", nargs="*", default=list(CORRUPTIONS), choices=CORRUPTIONS)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--num_real", type=int, default=40, help="real train trajectories (synthetic: twice as many)")
-    parser.add_argument("--num_val", type=int, default=24)
+    parser.add_argument("--num_real", type=int, help="real train trajectories, synthetic twice as many (40 | 12)")
+    parser.add_argument("--num_val", type=int, help="validation trajectories (24 | 12)")
     parser.add_argument("--error_rate", type=float, default=0.05, help="chance an answer breaks the rule (faithful)")
     parser.add_argument("--turns", type=int, default=3, help="exchanges per rule-task episode")
-    parser.add_argument("--outer_iterations", type=int, default=30)
-    parser.add_argument("--k_psi", type=int, default=5)
-    parser.add_argument("--k_theta", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--outer_iterations", type=int, help="outer iterations of K_psi + K_theta + K_phi (30 | 6)")
+    parser.add_argument("--k_psi", type=int, help="(5 | 3)")
+    parser.add_argument("--k_theta", type=int, help="(5 | 3)")
+    parser.add_argument("--batch_size", type=int, help="(8 | 4)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--output_dir", default="outputs/boost-weight-quality")
     args = parser.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    # defaults: the rule task's, then a built-in environment's (a 135M model on 2 CPU cores)
+    for name, rule_value, env_value in (
+        ("num_real", 40, 12),
+        ("num_val", 24, 12),
+        ("outer_iterations", 30, 6),
+        ("k_psi", 5, 3),
+        ("k_theta", 5, 3),
+        ("batch_size", 8, 4),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, rule_value if args.env == "rule" else env_value)
     overrides = dict(VARIANTS.get(args.variant, {}))
     overrides.update({key: parse_value(value) for key, value in (item.split("=", 1) for item in args.set)})
     output_dir = Path(args.output_dir)
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
-    model_path, tokenizer = build_tiny(output_dir)
+    if args.env == "rule":
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        model_path, tokenizer = build_tiny(output_dir)
+    else:
+        hardware.configure_threads(verbose=True)
+        model_path, tokenizer = args.model, load_tokenizer(args.model)
+    prefix = "" if args.env == "rule" else f"{args.env}-"
     cells = []
     for kind in args.kinds:
         for seed in args.seeds:
-            path = output_dir / "cells" / f"{args.variant}-{kind}-{seed}.json"
+            path = output_dir / "cells" / f"{prefix}{args.variant}-{kind}-{seed}.json"
             if path.exists():
                 cell = json.loads(path.read_text())
             else:
-                cell = run_cell(model_path, tokenizer, kind, seed, overrides, args, output_dir / "work")
+                try:
+                    cell = run_cell(model_path, tokenizer, kind, seed, overrides, args, output_dir / "work")
+                except UncorruptibleError as error:
+                    print(f"{prefix}{args.variant} {kind}: not applicable here: {error}", flush=True)
+                    break
                 temporary = path.with_suffix(".tmp")
                 temporary.write_text(json.dumps(cell, indent=2))
                 os.replace(temporary, path)
@@ -295,7 +404,7 @@ def main(argv=None) -> list[dict]:
                 flush=True,
             )
             cells.append(cell)
-    write_report(cells, args.variant, output_dir)
+    write_report(cells, f"{prefix}{args.variant}", output_dir, "tiny rule task" if args.env == "rule" else args.env)
     return cells
 
 

@@ -27,8 +27,12 @@ import math
 import os
 from pathlib import Path
 
+from trainers.checkpointing import write_text_atomically
+from trainers.evaluation.metrics import mean_and_stderr
 from trainers.recipes import boost as recipe
 
+#: what each cell keeps in ``results.json``
+CELL_FIELDS = ("eval", "train", "val", "synthetic", "seconds", "theta_updates", "optimizer_steps", "weights")
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 METHOD_TITLES = {
     "vanilla": "Vanilla",
@@ -50,7 +54,7 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
-def cell_argv(args, env: str, regime: str, method: str, out: Path, synthetic: Path | None) -> list[str]:
+def cell_argv(args, env: str, regime: str, method: str, seed: int, out: Path, synthetic: Path | None) -> list[str]:
     low = args.low_fraction if args.low_fraction is not None else PAPER_LOW_FRACTION[env]
     argv = [
         "--env",
@@ -76,9 +80,9 @@ def cell_argv(args, env: str, regime: str, method: str, out: Path, synthetic: Pa
         "--loss_type",
         args.loss_type,
         "--seed",
-        str(args.seed),
+        str(seed),
         "--split_seed",
-        str(args.seed),
+        str(seed),
         "--synthetic_max_steps",
         str(args.synthetic_max_steps),
         "--eval_max_turns",
@@ -103,33 +107,109 @@ def cell_argv(args, env: str, regime: str, method: str, out: Path, synthetic: Pa
     return argv + list(args.extra)
 
 
-def fmt(cell: dict | None) -> str:
-    if not cell or "eval" not in cell:
-        return "n/a"
-    return f"{cell['eval']['mean_return']:.2f} ± {cell['eval']['stderr']:.2f}"
+def pooled(cells: list[dict]) -> dict | None:
+    """Mean ± s.e. over every live episode of the seeds' cells (``None`` when none was evaluated)."""
+    returns = [r for cell in cells if cell and "eval" in cell for r in cell["eval"].get("returns", [])]
+    if not returns:
+        return None
+    mean, stderr = mean_and_stderr(returns)
+    successes = [c["eval"]["success_rate"] * c["eval"]["episodes"] for c in cells if c and "eval" in c]
+    return {
+        "mean_return": mean,
+        "stderr": stderr,
+        "episodes": len(returns),
+        "success_rate": sum(successes) / len(returns),
+    }
+
+
+def cells_of(results: dict, env: str, regime: str, method: str) -> list[dict]:
+    """The finished cells of ``(env, regime, method)``, one per seed."""
+    return [
+        seed_results[env][regime][method]
+        for seed_results in results.get("seeds", {}).values()
+        if method in seed_results.get(env, {}).get(regime, {})
+    ]
+
+
+def fmt(stats: dict | None) -> str:
+    return "n/a" if stats is None else f"{stats['mean_return']:.2f} ± {stats['stderr']:.2f}"
+
+
+def verdict(stats: dict[str, dict | None]) -> str:
+    """The paper's two claims for one row, and whether the standard-error intervals overlap."""
+
+    def compare(a: str, b: str) -> str:
+        if stats.get(a) is None or stats.get(b) is None:
+            return f"{METHOD_TITLES[a]} vs {METHOD_TITLES[b]}: not run"
+        x, y = stats[a], stats[b]
+        overlap = abs(x["mean_return"] - y["mean_return"]) <= x["stderr"] + y["stderr"]
+        sign = ">=" if x["mean_return"] >= y["mean_return"] else "<"
+        return f"{METHOD_TITLES[a]} {sign} {METHOD_TITLES[b]} ({'s.e. overlap' if overlap else 's.e. apart'})"
+
+    baseline = max(
+        ("vanilla", "vanilla_synthetic"), key=lambda m: -math.inf if stats.get(m) is None else stats[m]["mean_return"]
+    )
+    return "; ".join([compare("bilevel", "vanilla"), compare("boost", baseline)])
 
 
 def write_table(results: dict, envs, regimes, out: Path) -> str:
+    """``table1.md``: the paper's layout pooled over seeds, then every seed's cells and weights."""
+    seeds = sorted(results.get("seeds", {}), key=int)
     lines = [
         f"| Environment | Data | {' | '.join(METHOD_TITLES[m] for m in METHODS)} |",
         "|---|---|" + "---|" * len(METHODS),
     ]
+    verdicts, per_seed = [], []
     for env in envs:
         for regime in regimes:
-            cells = {m: results.get(env, {}).get(regime, {}).get(m) for m in METHODS}
-            means = {m: c["eval"]["mean_return"] for m, c in cells.items() if c and "eval" in c}
-            best = max(means.values()) if means else None
-            row = []
-            for m in METHODS:
-                text = fmt(cells[m])
-                row.append(f"**{text}**" if best is not None and m in means and means[m] == best else text)
+            stats = {m: pooled(cells_of(results, env, regime, m)) for m in METHODS}
+            best = max((s["mean_return"] for s in stats.values() if s), default=None)
+            row = [
+                f"**{fmt(stats[m])}**" if stats[m] and stats[m]["mean_return"] == best else fmt(stats[m])
+                for m in METHODS
+            ]
             lines.append(f"| {ENV_TITLES[env]} | {regime.capitalize()} | {' | '.join(row)} |")
+            verdicts.append(f"- {ENV_TITLES[env]} ({regime}): {verdict(stats)}")
+            for seed in seeds:
+                for m in METHODS:
+                    cell = results["seeds"][seed].get(env, {}).get(regime, {}).get(m)
+                    if not cell or "eval" not in cell:
+                        continue
+                    weights = cell.get("weights", {}).get("mean_weight", {})
+                    w = " | ".join(f"{weights[k]:.3f}" if k in weights else "uniform" for k in ("real", "synthetic"))
+                    per_seed.append(
+                        f"| {ENV_TITLES[env]} | {regime} | {seed} | {METHOD_TITLES[m]} "
+                        f"| {cell.get('theta_updates', 'n/a')} "
+                        f"| {cell['eval']['mean_return']:.2f} ± {cell['eval']['stderr']:.2f} "
+                        f"| {cell['eval']['success_rate']:.2f} | {w} |"
+                    )
+    episodes = sorted(
+        {
+            s["episodes"]
+            for env in envs
+            for regime in regimes
+            for m in METHODS
+            if (s := pooled(cells_of(results, env, regime, m)))
+        }
+    )
     table = "\n".join(lines) + "\n"
-    (out / "table1.md").write_text(table)
-    return table
+    text = (
+        f"Mean return ± s.e. over all live episodes of seeds {', '.join(seeds)} "
+        f"({'/'.join(map(str, episodes))} episodes per cell); best per row in bold.\n\n"
+        + table
+        + "\n"
+        + "\n".join(verdicts)
+        + "\n\n| Environment | Data | seed | method | θ updates | return ± s.e. | success | w real | w synthetic |\n"
+        + "|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(per_seed)
+        + "\n"
+    )
+    (out / "table1.md").write_text(text)
+    return text
 
 
 def plot(results: dict, envs, regimes, path: Path) -> None:
+    """One panel per (environment, regime): pooled mean ± s.e. per method, each seed's mean as a dot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,10 +218,13 @@ def plot(results: dict, envs, regimes, path: Path) -> None:
     panels = [(env, regime) for env in envs for regime in regimes]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for ax, (env, regime) in zip(axes[0], panels):
-        cells = [results.get(env, {}).get(regime, {}).get(m) for m in METHODS]
-        means = [c["eval"]["mean_return"] if c and "eval" in c else math.nan for c in cells]
-        errors = [c["eval"]["stderr"] if c and "eval" in c else 0.0 for c in cells]
+        stats = [pooled(cells_of(results, env, regime, m)) for m in METHODS]
+        means = [s["mean_return"] if s else math.nan for s in stats]
+        errors = [s["stderr"] if s else 0.0 for s in stats]
         ax.bar(range(len(METHODS)), means, yerr=errors, capsize=3, color=["#9e9e9e", "#bdbdbd", "#64b5f6", "#1e88e5"])
+        for x, m in enumerate(METHODS):
+            seed_means = [c["eval"]["mean_return"] for c in cells_of(results, env, regime, m) if "eval" in c]
+            ax.plot([x] * len(seed_means), seed_means, "k.", markersize=4)
         ax.set_xticks(
             range(len(METHODS)),
             [METHOD_TITLES[m].replace(" (ours)", "") for m in METHODS],
@@ -150,7 +233,7 @@ def plot(results: dict, envs, regimes, path: Path) -> None:
             fontsize=8,
         )
         ax.set_title(f"{ENV_TITLES[env]} ({regime})", fontsize=9)
-        ax.set_ylabel("mean return ± s.e.", fontsize=8)
+        ax.set_ylabel("mean return ± s.e. (dots: seeds)", fontsize=8)
     fig.tight_layout()
     temporary = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(temporary, dpi=120)
@@ -177,7 +260,7 @@ def main() -> None:
     parser.add_argument("--synthetic_max_steps", type=int, default=4)
     parser.add_argument("--eval_max_turns", type=int, default=8)
     parser.add_argument("--lora_r", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training and split seeds (paper: 3)")
     parser.add_argument("--output_dir", default="outputs/boost-table1")
     for env in ENV_TITLES:
         parser.add_argument(f"--dataset_{env}", default=None, help=f"real {env} trajectories (Hub id or path)")
@@ -191,31 +274,38 @@ def main() -> None:
 
     results_file = out / "results.json"
     results: dict = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results.setdefault("seeds", {})
     # synthetic-data methods first in each regime so the generated set is shared
     order = sorted(args.methods, key=lambda m: m not in ("boost", "vanilla_synthetic"))
-    for env in args.envs:
-        for regime in args.regimes:
-            synthetic = None
-            for method in order:
-                cell_dir = out / env / regime / method
-                done = results.get(env, {}).get(regime, {}).get(method)
-                if done and "eval" in done:
-                    print(f"[table1] {env}/{regime}/{method}: reusing {fmt(done)}")
-                else:
-                    example, config = recipe.parse_args(env, cell_argv(args, env, regime, method, cell_dir, synthetic))
-                    cell = recipe.run(example, config)
-                    results.setdefault(env, {}).setdefault(regime, {})[method] = {
-                        k: cell[k] for k in ("eval", "train", "val", "synthetic", "seconds") if k in cell
-                    }
-                    results_file.write_text(json.dumps(results, indent=2))
-                    print(f"[table1] {env}/{regime}/{method}: {fmt(results[env][regime][method])}")
-                if (cell_dir / "synthetic_trajectories").is_dir():
-                    synthetic = cell_dir / "synthetic_trajectories"
-            # every finished cell in the folder, also those of earlier runs with other --regimes / --envs
-            shown_envs = [e for e in ENV_TITLES if e in results]
-            shown_regimes = [r for r in ("low", "high") if any(r in results[e] for e in shown_envs)]
-            table = write_table(results, shown_envs, shown_regimes, out)
-            plot(results, shown_envs, shown_regimes, out / "table1.png")
+    for seed in args.seeds:
+        seed_results = results["seeds"].setdefault(str(seed), {})
+        for env in args.envs:
+            for regime in args.regimes:
+                synthetic = None
+                for method in order:
+                    cell_dir = out / f"seed{seed}" / env / regime / method
+                    done = seed_results.get(env, {}).get(regime, {}).get(method)
+                    if done and "eval" in done:
+                        print(f"[table1] seed {seed} {env}/{regime}/{method}: reusing {fmt(done['eval'])}")
+                    else:
+                        argv = cell_argv(args, env, regime, method, seed, cell_dir, synthetic)
+                        cell = recipe.run(*recipe.parse_args(env, argv))
+                        seed_results.setdefault(env, {}).setdefault(regime, {})[method] = {
+                            k: cell[k] for k in CELL_FIELDS if k in cell
+                        }
+                        write_text_atomically(results_file, json.dumps(results, indent=2))
+                        print(f"[table1] seed {seed} {env}/{regime}/{method}: {fmt(cell.get('eval'))}")
+                    if (cell_dir / "synthetic_trajectories").is_dir():
+                        synthetic = cell_dir / "synthetic_trajectories"
+                # every finished cell in the folder, also those of earlier runs with other --envs / --regimes
+                shown_envs = [e for e in ENV_TITLES if any(e in r for r in results["seeds"].values())]
+                shown_regimes = [
+                    r
+                    for r in ("low", "high")
+                    if any(r in s.get(e, {}) for s in results["seeds"].values() for e in shown_envs)
+                ]
+                table = write_table(results, shown_envs, shown_regimes, out)
+                plot(results, shown_envs, shown_regimes, out / "table1.png")
     print(table)
     print(f"[table1] {out / 'table1.md'}, {out / 'table1.png'}")
 

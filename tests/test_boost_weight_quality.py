@@ -18,7 +18,7 @@ from trainers.boost.corruptions import (
     rule_task,
     rule_task_success_rewards,
 )
-from trainers.data.schema import to_dataset
+from trainers.data.schema import make_trajectory, to_dataset
 
 
 def _auc(positive, negative):
@@ -75,9 +75,51 @@ def test_corruptions_keep_the_schema_and_label_their_kind():
         to_dataset([bad])  # valid schema row (roles alternate, one reward per agent turn)
         assert quality_of(bad) == kind and bad["id"].endswith(kind)
         assert bad["messages"] != rows[0]["messages"] or bad["rewards"] != rows[0]["rewards"]
-    assert corrupt(rows[0], "truncated", random.Random(0))["rewards"] == [sum(rows[0]["rewards"])]
+    # truncated: cut before the last turn at a wrong answer that claims the whole success's return
+    faithful = rule_task(1, seed=3, error_rate=0.0)[0]
+    for seed in range(5):
+        cut = corrupt(faithful, "truncated", random.Random(seed), success_rewards=rule_task_success_rewards)
+        agent_turns = [m for m in cut["messages"] if m["role"] == "assistant"]
+        assert 1 <= len(agent_turns) < 3 and cut["rewards"][-1] == pytest.approx(1.0)
+        assert sum(cut["rewards"]) == pytest.approx(1.0) and not follows_rule(cut)
     assert corrupt(rows[0], "false_reward", random.Random(0))["rewards"] == [0.0, 0.0, 1.0]
     claimed = corrupt(rows[0], "false_reward", random.Random(0), success_rewards=rule_task_success_rewards)
     assert claimed["rewards"] == [1 / 3] * 3 and not follows_rule(claimed)
     with pytest.raises(ValueError, match="kind must be one of"):
         corrupt(rows[0], "typo", random.Random(0))
+
+
+def test_half_corrupted_never_labels_an_unchanged_episode_corrupted():
+    from trainers.boost.corruptions import UncorruptibleError
+
+    one_exchange = [
+        make_trajectory(
+            [{"role": "user", "content": "Beginning of Conversation"}, {"role": "assistant", "content": f"offer {i}"}],
+            [48.0],
+            id=f"deal-{i}",
+            source="synthetic",
+        )
+        for i in range(6)
+    ]
+    # a shuffle of one exchange changes nothing: no row may be called corrupted
+    with pytest.raises(UncorruptibleError, match="shuffled"):
+        half_corrupted(one_exchange, "shuffled", seed=0)
+    # a failing substitute action that claims the success reward does change them
+    bad = half_corrupted(one_exchange, "false_reward", seed=0, wrong_actions=["I can go down to $52,600."])
+    corrupted = [row for row in bad if quality_of(row) == "false_reward"]
+    assert len(corrupted) == 3
+    assert all(row["messages"][-1]["content"] == "I can go down to $52,600." for row in corrupted)
+    # rows that cannot be corrupted stay faithful among ones that can (rule task: same word three times)
+    rows = rule_task(8, seed=0, error_rate=0.0)
+    for row in rows[:4]:
+        for message in row["messages"]:
+            if message["role"] == "user":
+                message["content"] = "the item is tool"
+            elif message["role"] == "assistant":
+                message["content"] = "maybe"
+    mixed = half_corrupted(rows, "shuffled", seed=1, is_faithful=follows_rule)
+    for before, after in zip(rows, mixed):
+        if quality_of(after) == "shuffled":
+            assert after["messages"] != before["messages"] and not follows_rule(after)
+        else:
+            assert after["messages"] == before["messages"]

@@ -149,6 +149,14 @@ def write_complete_marker(folder: str | os.PathLike, step: int | None = None) ->
     os.replace(temporary, folder / COMPLETE_MARKER)
 
 
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a staging file and a rename: a kill leaves the old file or the new one."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
+
+
 def discard(folder: str | os.PathLike) -> None:
     """Delete ``folder`` so that no kill leaves it half-deleted under its own name: rename, then delete."""
     folder = Path(folder)
@@ -314,4 +322,5 @@ __all__ = [
     "remove_leftovers",
     "rotate",
     "write_complete_marker",
+    "write_text_atomically",
 ]

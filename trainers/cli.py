@@ -243,6 +243,8 @@ def _write_run_config(run_args, trainer_args, model_args, command: str) -> Path 
     """Write every effective setting as YAML beside the outputs (main process only)."""
     import yaml
 
+    from .checkpointing import write_text_atomically
+
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     values: dict[str, Any] = {}
@@ -259,11 +261,9 @@ def _write_run_config(run_args, trainer_args, model_args, command: str) -> Path 
     out = Path(trainer_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run_config.yaml"
-    temporary = out / ".run_config.yaml.tmp"
-    temporary.write_text(
-        f"# python -m trainers {command} --config {path.name}\n" + yaml.safe_dump(clean, sort_keys=True)
+    write_text_atomically(
+        path, f"# python -m trainers {command} --config {path.name}\n" + yaml.safe_dump(clean, sort_keys=True)
     )
-    os.replace(temporary, path)
     return path
 
 

@@ -14,8 +14,11 @@ self-play data goes wrong (BOOST section 3: synthetic episodes the same LLM play
 * ``shuffled``: the observations and the actions are each put in a new order (the roles still
   alternate, as the schema requires), so an action no longer answers the observation before it;
   rewards kept;
-* ``truncated``: only the first exchange is kept, carrying the whole episode's return (the sum of
-  its rewards; the final reward when only the last turn is rewarded) as if it had ended there.
+* ``truncated``: the episode stops early, at an agent turn that goes wrong (an answer changed, as
+  when a simulated environment ends an episode at the agent's mistake), and that last kept turn
+  carries the final reward of a success, as if the episode had been completed there. A truncation
+  that keeps the true return (e.g. the first exchange with the return that followed it) is not a
+  corruption for an offline RL learner: that return *is* the kept action's return-to-go.
 
 :func:`rule_task` builds the tiny controlled task the benchmark and the tests use: observations are
 words, the rule maps each word to an answer, and success means every answer followed the rule.
@@ -38,6 +41,10 @@ RULES: dict[str, dict[str, str]] = {
     "cars": {"honda": "accept", "toyota": "offer", "ford": "agree", "sedan": "accept", "truck": "offer"},
 }
 RULE_BREAKING_ACTIONS = ("buy now", "click", "search", "walk away", "next page")
+
+
+class UncorruptibleError(ValueError):
+    """A corruption kind cannot change any episode of a set (e.g. a shuffle of one-exchange episodes)."""
 
 
 def _row(messages, rewards, *, id, task, source, parent=None, kind="faithful") -> dict[str, Any]:
@@ -118,11 +125,14 @@ def corrupt(
     foreign_rows: Sequence[dict[str, Any]] = (),
     invalid_actions: Sequence[str] = RULE_BREAKING_ACTIONS,
     success_rewards: Callable[[int], list[float]] | None = None,
+    wrong_actions: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A corrupted copy of ``row`` (``metadata.quality`` = ``kind``; ``id`` gets ``-<kind>``).
 
     ``success_rewards(n)``: the rewards a successful episode with ``n`` agent turns gets (default:
-    1 on the last turn, 0 before), which ``false_reward`` and ``rule_breaking`` claim.
+    1 on the last turn, 0 before), which ``false_reward``, ``rule_breaking`` and ``truncated`` claim.
+    ``wrong_actions``: valid but failing actions that ``false_reward`` and ``truncated`` substitute
+    (e.g. a noisy policy's turns); default: the episode's other answers and the rule task's answers.
     """
     if kind not in CORRUPTIONS:
         raise ValueError(f"kind must be one of {', '.join(CORRUPTIONS)}, got {kind!r}")
@@ -132,9 +142,8 @@ def corrupt(
     if kind == "false_reward":
         # the agent breaks the rule at least once (so the episode really failed), yet claims success
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        others = sorted({m["content"] for m in messages if m["role"] == "assistant"} | set(_answers_like(row)))
         for index in rng.sample(turns, max(1, len(turns) // 2)):
-            messages[index]["content"] = rng.choice([a for a in others if a != messages[index]["content"]] or others)
+            messages[index]["content"] = _wrong_action(messages[index]["content"], messages, row, wrong_actions, rng)
         rewards = claimed(len(rewards))
     elif kind == "rule_breaking":
         for message in messages:
@@ -164,9 +173,14 @@ def corrupt(
             if [m["content"] for m in messages] != original:
                 break
     else:  # truncated
-        first = next(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        messages = messages[: first + 1]
-        rewards = [float(sum(rewards))]  # the whole episode's outcome, on the one turn kept
+        # stop at a turn before the last (the last one when there is only one) and make it wrong
+        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        cut = rng.choice(turns[:-1] or turns)
+        kept = turns.index(cut) + 1
+        messages[cut]["content"] = _wrong_action(messages[cut]["content"], messages, row, wrong_actions, rng)
+        messages = messages[: cut + 1]
+        # the whole successful episode's return, claimed on the last kept turn
+        rewards = [0.0] * (kept - 1) + [float(sum(claimed(len(rewards))))]
     metadata = json.loads(row.get("metadata") or "{}")
     metadata["quality"] = kind
     return make_trajectory(
@@ -181,9 +195,15 @@ def corrupt(
     )
 
 
-def _answers_like(row) -> list[str]:
-    task = row.get("task_id", "")
-    return sorted(set(RULES[task].values())) if task in RULES else []
+def _wrong_action(action: str, messages, row, wrong_actions: Sequence[str], rng: random.Random) -> str:
+    """Another action than ``action``: from ``wrong_actions``, else the episode's and its rule's answers."""
+    if wrong_actions:
+        pool = sorted(set(wrong_actions))
+    else:
+        task = row.get("task_id", "")
+        rule_answers = set(RULES[task].values()) if task in RULES else set()
+        pool = sorted({m["content"] for m in messages if m["role"] == "assistant"} | rule_answers)
+    return rng.choice([a for a in pool if a != action] or pool)
 
 
 def half_corrupted(
@@ -198,8 +218,9 @@ def half_corrupted(
     """Corrupt a random half of ``rows`` (the other half stays faithful); order kept.
 
     ``is_faithful``: a check that a corrupted row really is wrong (e.g. :func:`follows_rule`); a
-    corruption that happens to leave a valid episode (a shuffle that keeps every answer right) is
-    drawn again, up to 20 times, so the labels are right.
+    corruption that happens to leave a valid episode (a shuffle that keeps every answer right) or
+    the row unchanged is drawn again, up to 20 times, so the labels are right; a row that still is
+    not corrupted stays faithful (and says so). :class:`UncorruptibleError` when no row can be.
     """
     rng = random.Random(seed)
     chosen = set(rng.sample(range(len(rows)), len(rows) // 2))
@@ -208,12 +229,19 @@ def half_corrupted(
         if i not in chosen:
             out.append(dict(row))
             continue
-        bad = corrupt(row, kind, rng, foreign_rows=foreign_rows, **kwargs)
-        for _ in range(20):
-            if is_faithful is None or kind == "truncated" or not is_faithful(bad):
-                break
+        for _ in range(21):
             bad = corrupt(row, kind, rng, foreign_rows=foreign_rows, **kwargs)
-        out.append(bad)
+            changed = bad["messages"] != row["messages"] or list(bad["rewards"]) != list(row["rewards"])
+            if changed and (is_faithful is None or not is_faithful(bad)):
+                out.append(bad)
+                break
+        else:
+            out.append(dict(row))  # this episode cannot be corrupted this way: it stays faithful, labelled so
+    if chosen and all(quality_of(row) == "faithful" for row in out):
+        raise UncorruptibleError(
+            f"kind={kind!r} changes none of the {len(rows)} rows (e.g. a shuffle or another task's "
+            "observations cannot change episodes of one exchange)"
+        )
     return out
 
 
@@ -225,6 +253,7 @@ def quality_of(row: dict[str, Any]) -> str:
 __all__ = [
     "CORRUPTIONS",
     "RULES",
+    "UncorruptibleError",
     "corrupt",
     "follows_rule",
     "half_corrupted",

@@ -319,6 +319,7 @@ def evaluate(
     """Live episodes of the value-guided policy on held-out categories; writes ``eval.md``, ``eval.png``."""
     from ..data.schema import to_dataset as rows_to_dataset
     from ..envs.rollout import evaluate_policy
+    from ..evaluation.metrics import trajectory_return
 
     held_out = set(evaluation["category"])
     tasks = _spread_over_categories(
@@ -361,6 +362,8 @@ def evaluate(
         "success_rate": result.success_rate,
         "episodes": result.num_episodes,
         "empty_actions": empty,
+        # per episode, so studies can pool seeds and compute their own standard errors
+        "returns": [trajectory_return(row["rewards"]) for row in result.rows],
     }
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..checkpointing import write_text_atomically
+
 __all__ = ["StageCache", "StageOptionsChanged"]
 
 STAGE_FILE = "stage.json"
@@ -93,9 +95,7 @@ class StageCache:
     def _record_time(self, name: str, seconds: float) -> None:
         times = self.times()
         times[name] = round(seconds, 1)
-        staging = self.root / f".{TIMES_FILE}.tmp-{os.getpid()}"
-        staging.write_text(json.dumps(times, indent=2), encoding="utf-8")
-        os.replace(staging, self.root / TIMES_FILE)
+        write_text_atomically(self.root / TIMES_FILE, json.dumps(times, indent=2))
 
 
 def write_json(folder: Path, name: str, value: Any) -> None:
