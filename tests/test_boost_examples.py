@@ -216,3 +216,23 @@ def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     finally:
         sys.argv = old_argv
     assert json.loads((out / "results.json").read_text()) == results
+
+
+def test_weight_benchmark_corrupts_built_in_environment_episodes():
+    import boost_weight_quality
+
+    from trainers.boost.corruptions import UncorruptibleError, quality_of
+
+    real, val, synthetic = boost_weight_quality.env_cell_data("twenty_questions", "truncated", 0, 4, 3)
+    assert len(real) == 4 and len(val) == 3 and len(synthetic) == 8
+    assert {row["source"] for row in synthetic} == {"synthetic"} and {row["source"] for row in real} == {"real"}
+    assert len({row["id"] for row in real + val + synthetic}) == 15  # every set plays its own tasks
+    corrupted = [row for row in synthetic if quality_of(row) == "truncated"]
+    assert len(corrupted) == 4
+    success = sorted(sum(row["rewards"]) for row in real)[2]
+    for row in corrupted:
+        # cut at a failing (noisy-policy) turn that claims the median real return
+        assert row["rewards"][-1] == success and sum(row["rewards"]) == success
+    # Car Dealer's expert sells in one exchange: nothing to shuffle, and the benchmark is told so
+    with pytest.raises(UncorruptibleError, match="shuffled"):
+        boost_weight_quality.env_cell_data("car_dealer", "shuffled", 0, 4, 3)
