@@ -8,10 +8,11 @@
 
 Scripted expert (oracle) and noisy (heuristic) shoppers play the built-in WebShop; the episodes are
 split by product category; the embedded SmolLM2-135M plays both roles to make one synthetic episode
-per train episode; each method trains a fresh LoRA policy on the same data and the same number of θ
-updates; the value-guided policies are evaluated live on held-out categories; the learned weights
-are analysed per source and per scripted quality. The pipeline is :mod:`trainers.recipes.boost`;
-every flag of its ``BoostRecipeArguments`` and of ``BilevelReweightConfig`` is a command-line flag.
+per train episode; each method fully fine-tunes a fresh copy of it (``--lora_r 8`` for LoRA) on the
+same data and the same number of θ updates; the value-guided policies are evaluated live on held-out
+categories; the learned weights are analysed per source and per scripted quality. The pipeline is
+:mod:`trainers.recipes.boost`; every flag of its ``BoostRecipeArguments`` and of
+``BilevelReweightConfig`` is a command-line flag.
 """
 
 import os

@@ -236,3 +236,14 @@ def test_weight_benchmark_corrupts_built_in_environment_episodes():
     # Car Dealer's expert sells in one exchange: nothing to shuffle, and the benchmark is told so
     with pytest.raises(UncorruptibleError, match="shuffled"):
         boost_weight_quality.env_cell_data("car_dealer", "shuffled", 0, 4, 3)
+
+
+def test_recipe_defaults_fine_tune_webshop_fully_and_use_lora_elsewhere():
+    from trainers.recipes.boost import parse_args
+
+    recipe, config = parse_args("webshop", [])
+    assert (recipe.lora_r, config.learning_rate, config.max_length) == (0, 1e-4, 1536)
+    recipe, config = parse_args("car_dealer", [])
+    assert (recipe.lora_r, config.learning_rate) == (8, 1e-3)
+    recipe, config = parse_args("webshop", ["--lora_r", "8", "--learning_rate", "1e-3"])
+    assert (recipe.lora_r, config.learning_rate) == (8, 1e-3)  # flags still win
