@@ -175,8 +175,12 @@ def write_table(results: dict, envs, regimes, out: Path) -> str:
                     cell = results["seeds"][seed].get(env, {}).get(regime, {}).get(m)
                     if not cell or "eval" not in cell:
                         continue
-                    weights = cell.get("weights", {}).get("mean_weight", {})
-                    w = " | ".join(f"{weights[k]:.3f}" if k in weights else "uniform" for k in ("real", "synthetic"))
+                    # uniform-weight methods have no head; "n/a": a source the cell did not train on
+                    weights = cell.get("weights", {}).get("mean_weight")
+                    w = " | ".join(
+                        "uniform" if weights is None else f"{weights[k]:.3f}" if k in weights else "n/a"
+                        for k in ("real", "synthetic")
+                    )
                     per_seed.append(
                         f"| {ENV_TITLES[env]} | {regime} | {seed} | {METHOD_TITLES[m]} "
                         f"| {cell.get('theta_updates', 'n/a')} "
