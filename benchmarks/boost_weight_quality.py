@@ -41,6 +41,7 @@ from trainers.boost.corruptions import (
     rule_task,
     rule_task_success_rewards,
 )
+from trainers.checkpointing import write_text_atomically
 from trainers.data.schema import to_dataset
 from trainers.models import DEFAULT_MODEL, load_tokenizer
 
@@ -177,7 +178,7 @@ def env_cell_data(env_name: str, kind: str, seed: int, num_real: int, num_val: i
     return real, val, synthetic
 
 
-def env_settings(env_name: str, args) -> dict:
+def env_settings(env_name: str) -> dict:
     """The BOOST recipe's small-scale trainer settings for ``env_name`` (LoRA added by :func:`run_cell`)."""
     from trainers.recipes.boost import small_scale_defaults
 
@@ -194,7 +195,7 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
         from peft import LoraConfig
 
         real, val, synthetic = env_cell_data(args.env, kind, seed, args.num_real, args.num_val)
-        env_specific = env_settings(args.env, args)  # precision: the library's choice for this machine
+        env_specific = env_settings(args.env)  # precision: the library's choice for this machine
         peft_config = LoraConfig(
             r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
         )
@@ -393,9 +394,7 @@ def main(argv=None) -> list[dict]:
                 except UncorruptibleError as error:
                     print(f"{prefix}{args.variant} {kind}: not applicable here: {error}", flush=True)
                     break
-                temporary = path.with_suffix(".tmp")
-                temporary.write_text(json.dumps(cell, indent=2))
-                os.replace(temporary, path)
+                write_text_atomically(path, json.dumps(cell, indent=2))
             print(
                 f"{args.variant} {kind:20s} seed {seed}: AUC faithful {cell['auc_faithful']:.3f} real "
                 f"{cell['auc_real']:.3f} | w real {cell['weight_real']:.3f} faithful {cell['weight_faithful']:.3f} "
