@@ -76,7 +76,7 @@ def cell_argv(args, env: str, regime: str, method: str, seed: int, out: Path, sy
         "--k_theta",
         str(args.k_theta),
         "--k_phi",
-        "1",
+        str(args.k_phi),
         "--loss_type",
         args.loss_type,
         "--seed",
@@ -261,6 +261,12 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=14)
     parser.add_argument("--k_psi", type=int, default=3)
     parser.add_argument("--k_theta", type=int, default=3)
+    parser.add_argument(
+        "--k_phi",
+        type=int,
+        default=1,
+        help="phi steps per outer iteration (paper: 1); keep max_steps a multiple of k_psi + k_theta + k_phi",
+    )
     parser.add_argument("--synthetic_max_steps", type=int, default=4)
     parser.add_argument("--eval_max_turns", type=int, default=8)
     parser.add_argument("--lora_r", type=int, default=None)

@@ -1,10 +1,13 @@
 """ScienceWorld adapter over the real simulator (Java): tasks, rewards, step limit, gold replays."""
 
+import re
+
 import pytest
 
 from trainers.data.schema import metadata_of, validate_trajectories
 from trainers.envs import make_env
 from trainers.envs.rollout import rollout
+from trainers.envs.scienceworld import NO_EFFECT_PATTERN
 
 pytestmark = [pytest.mark.scienceworld, pytest.mark.slow]
 
@@ -58,6 +61,7 @@ def test_rewards_failure_invalid_action_and_step_limit(env):
     assert first.info["action"] == "teleport to outside" and first.reward > 0 and not first.done
     invalid = env.step("dance wildly")  # answered as the simulator answers, never raised
     assert "No known action matches" in invalid.observation and invalid.reward == 0.0 and not invalid.done
+    assert re.search(NO_EFFECT_PATTERN, invalid.observation) and not re.search(NO_EFFECT_PATTERN, first.observation)
     failed = env.step("focus on baby mouse")  # the wrong animal makes the task fail
     assert failed.done and failed.info["score"] < 0 and not failed.info["success"]
     assert failed.info["normalized_score"] == 0.0

@@ -117,3 +117,40 @@ def test_counts_per_task_and_dataset_format():
     from trl.data_utils import is_conversational
 
     assert is_conversational(dataset[0])
+
+
+def _rows_with_a_no_effect_branch(no_effect_score=1.0, other_score=0.5):
+    # from the instruction: open door (answered "already open", then succeeds) | go to kitchen | focus on dog
+    return [
+        trajectory(
+            "t",
+            [(INSTR, "", "open door"), ("The door is already open.", "", "focus on cat")],
+            no_effect_score,
+            id="A",
+        ),
+        trajectory(
+            "t", [(INSTR, "", "go to kitchen"), ("You move to the kitchen.", "", "focus on cat")], other_score, id="B"
+        ),
+        trajectory("t", [(INSTR, "", "focus on dog")], 0.0, id="C"),
+    ]
+
+
+def test_a_branch_whose_action_had_no_effect_is_never_chosen():
+    forest = _forest(_rows_with_a_no_effect_branch())
+    plain = mine_pairs(forest, continuation="step", pairing="best_vs_worst")
+    assert [p["chosen"][0]["content"] for p in plain.pairs] == ["Action: open door"]
+    filtered = mine_pairs(forest, continuation="step", pairing="best_vs_worst", no_effect_pattern="already open")
+    # the next-best sibling that did something is chosen against the same worst branch
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in filtered.pairs] == [
+        ("Action: go to kitchen", "Action: focus on dog")
+    ]
+    every = mine_pairs(forest, continuation="step", pairing="all", no_effect_pattern="already open")
+    assert all(p["chosen"][0]["content"] != "Action: open door" for p in every.pairs)
+    assert len(every.pairs) == 1  # open door may still be the rejected side, but here it is the best
+
+
+def test_no_pair_is_left_when_only_the_no_effect_branch_did_better():
+    forest = _forest(_rows_with_a_no_effect_branch(no_effect_score=1.0, other_score=0.0))
+    result = mine_pairs(forest, continuation="step", pairing="best_vs_worst", no_effect_pattern="already open")
+    assert len(result) == 0
+    assert "had no effect" in result.reasons["t"]

@@ -278,6 +278,17 @@ def test_foreign_reference_is_calibrated_to_the_policy(
     assert abs(gap) < 0.25 * abs(raw_gap)
 
 
+def test_pair_no_effect_pattern_reaches_the_mining(tmp_path, tiny_tokenizer, tiny_llama):
+    # "go to kitchen" is answered "stove": called a no-effect answer here, its branch is never chosen
+    args = _args(tmp_path, pair_no_effect_pattern="^stove$")
+    trainer = TreeDPOTrainer(tiny_llama, args=args, forest=_forest(), processing_class=tiny_tokenizer)
+    options = dict(continuation=args.pair_continuation, pairing=args.pair_strategy, log=False)
+    expected = mine_pairs(_forest(), no_effect_pattern="^stove$", **options)
+    plain = mine_pairs(_forest(), **options)
+    assert [p["chosen"] for p in expected.pairs] != [p["chosen"] for p in plain.pairs]
+    assert [p["chosen"] for p in trainer.pair_mining.pairs] == [p["chosen"] for p in expected.pairs]
+
+
 @pytest.mark.slow
 def test_train_save_and_reload(tmp_path, tiny_tokenizer, tiny_llama, small_tokenizer, foreign_gpt2_path):
     ref = AutoModelForCausalLM.from_pretrained(foreign_gpt2_path)

@@ -189,6 +189,19 @@ def test_options_are_checked(tmp_path):
         setup.finish_options(parser.parse_args(["--paths-per-task", "0", "--output-dir", str(tmp_path)]))
 
 
+def test_no_effect_pattern_env_is_scienceworlds_own(tmp_path):
+    from trainers.envs.scienceworld import NO_EFFECT_PATTERN
+    from trainers.recipes import weak_to_strong as setup
+
+    parser = setup.build_parser("x")
+    args = setup.finish_options(parser.parse_args(["--no-effect-pattern", "env", "--output-dir", str(tmp_path)]))
+    assert args.no_effect_pattern == NO_EFFECT_PATTERN
+    with pytest.raises(SystemExit, match="no-effect-pattern"):
+        setup.finish_options(
+            parser.parse_args(["--env", "webshop", "--no-effect-pattern", "env", "--output-dir", str(tmp_path)])
+        )
+
+
 def test_interleaved_test_tasks_cover_every_type():
     from trainers.envs.base import Task
     from trainers.recipes.weak_to_strong import interleave_by_category

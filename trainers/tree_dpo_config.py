@@ -86,6 +86,11 @@ class TreeDPOConfig(DPOConfig):
         pair_strategy (`str`, *optional*, defaults to `"all"`):
             `"all"` pairs every two siblings whose outcomes differ; `"best_vs_worst"` keeps one pair per divergence
             point. Paper: not specified.
+        pair_no_effect_pattern (`str` or `None`, *optional*, defaults to `None`):
+            Regular expression of the environment's answers to actions that change nothing (ScienceWorld:
+            `trainers.envs.scienceworld.NO_EFFECT_PATTERN`, e.g. "No known action matches that input.", "The door
+            is already open."). A branch whose first action had no effect is never the chosen side of a pair:
+            only what came after it made its outcome better. `None` keeps every branch. Paper: not specified.
 
         > Parameters that control a reference model with another tokenizer
 
@@ -157,6 +162,13 @@ class TreeDPOConfig(DPOConfig):
             "help": "'all' pairs every two siblings whose outcomes differ; 'best_vs_worst' keeps one pair per "
             "divergence point. Paper: not specified.",
             "choices": ["all", "best_vs_worst"],
+        },
+    )
+    pair_no_effect_pattern: str | None = field(
+        default=None,
+        metadata={
+            "help": "Regular expression of the environment's answers to actions that change nothing; a branch "
+            "whose first action had no effect is never a pair's chosen side. None keeps every branch."
         },
     )
     ref_max_length: int | None = field(

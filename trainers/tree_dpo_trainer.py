@@ -237,7 +237,7 @@ class TreeDPOTrainer(CrashSafeCheckpointMixin, DPOTrainer):
         train_dataset: conversational preference pairs (``prompt`` / ``chosen`` / ``rejected``),
             e.g. ``mine_pairs(forest).to_dataset()``; or leave it out and pass ``forest``.
         forest: a :class:`~trainers.tree.TrajectoryForest`; pairs are mined with the config's
-            ``pair_margin`` / ``pair_continuation`` / ``pair_strategy``.
+            ``pair_margin`` / ``pair_continuation`` / ``pair_strategy`` / ``pair_no_effect_pattern``.
         ref_processing_class: the reference model's tokenizer when it differs from the policy's.
         Other arguments are passed to :class:`trl.DPOTrainer`.
     """
@@ -268,7 +268,11 @@ class TreeDPOTrainer(CrashSafeCheckpointMixin, DPOTrainer):
             if train_dataset is not None:
                 raise ValueError("pass either forest (pairs are mined from it) or train_dataset (pairs), not both")
             self.pair_mining = mine_pairs(
-                forest, margin=args.pair_margin, continuation=args.pair_continuation, pairing=args.pair_strategy
+                forest,
+                margin=args.pair_margin,
+                continuation=args.pair_continuation,
+                pairing=args.pair_strategy,
+                no_effect_pattern=args.pair_no_effect_pattern,
             )
             train_dataset = self.pair_mining.to_dataset()  # raises NoPreferencePairsError on zero pairs
         if train_dataset is None:

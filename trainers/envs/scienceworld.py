@@ -40,6 +40,10 @@ from tqdm.auto import tqdm
 from ..data.schema import make_trajectory
 from .base import StepResult, Task, extract_action
 
+#: The simulator's answers to actions that change nothing: refused input, a door already open, a room
+#: not reachable from here. Tree-DPO never prefers a branch that starts with one (``no_effect_pattern``).
+NO_EFFECT_PATTERN = r"No known action matches|is already open|It's not clear how to get there"
+
 #: Splits of ScienceWorld's variations; "val"/"validation" are accepted for "dev".
 SPLITS = ("train", "dev", "test")
 _SPLIT_ALIASES = {"train": "train", "dev": "dev", "val": "dev", "validation": "dev", "test": "test"}

@@ -221,6 +221,13 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
         default="path",
         help="a pair's continuation: the step and its best / worst path below (paper) or the step only",
     )
+    add(
+        "--no-effect-pattern",
+        default=None,
+        help="regular expression of the environment's answers to actions that change nothing, or 'env' for "
+        "ScienceWorld's own (refused input, a door already open, a room out of reach); a branch that starts with "
+        "one is never a pair's chosen side. Default: off",
+    )
     add("--mcts-iterations", type=int, default=1000, help="MCTS iterations per tree (paper: 1000)")
     add("--exploration-constant", type=float, default=1.41, help="UCB constant c (paper: 1.41)")
     add("--min-path-value", type=float, default=0.0, help="MCTS distillation drops paths whose value is not above this")
@@ -264,6 +271,12 @@ def finish_options(args: argparse.Namespace) -> argparse.Namespace:
         args.dpo_epochs = min(args.dpo_epochs, 1.0)
     if args.output_dir is None:
         args.output_dir = f"runs/w2sg-{args.env}"
+    if args.no_effect_pattern == "env":
+        if args.env != "scienceworld":
+            raise SystemExit(f"--no-effect-pattern env: {args.env} has no list of no-effect answers; give a regex")
+        from trainers.envs.scienceworld import NO_EFFECT_PATTERN
+
+        args.no_effect_pattern = NO_EFFECT_PATTERN
     hardware.configure_threads(args.threads, verbose=True)  # all cores unless --threads; also under accelerate
     methods = list(METHODS) if args.methods == "all" else _csv(args.methods)
     unknown = sorted(set(methods) - set(METHODS))

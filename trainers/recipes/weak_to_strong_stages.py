@@ -174,6 +174,7 @@ class WeakToStrongRun:
             precompute_ref_log_probs=True,
             pair_strategy=a.pair_strategy,
             pair_continuation=a.pair_continuation,
+            pair_no_effect_pattern=a.no_effect_pattern,
             **self.training_args(),
         )
 
@@ -250,7 +251,12 @@ class WeakToStrongRun:
         from trainers.tree import mine_pairs
 
         def build(folder):
-            mined = mine_pairs(self.forest(), continuation=self.args.pair_continuation, pairing=self.args.pair_strategy)
+            mined = mine_pairs(
+                self.forest(),
+                continuation=self.args.pair_continuation,
+                pairing=self.args.pair_strategy,
+                no_effect_pattern=self.args.no_effect_pattern,
+            )
             print(mined.explain())
             write_json(folder, "pairs.json", [dict(row) for row in mined.to_dataset()] if len(mined) else [])
 
@@ -258,7 +264,7 @@ class WeakToStrongRun:
             self.variant("pairs"),  # a sweep may mine other pairs (--pair-continuation, --pair-strategy)
             build,
             lambda f: read_json(f, "pairs.json"),
-            self._explore_options("similarity_threshold", "pair_strategy", "pair_continuation"),
+            self._explore_options("similarity_threshold", *self._pair_options()),
         )
 
     def mcts_paths(self) -> list[dict]:
@@ -290,6 +296,11 @@ class WeakToStrongRun:
 
     def _explore_options(self, *names) -> dict:
         return self.options("weak", *_SFT_OPTIONS, "explore_samples", *names)
+
+    def _pair_options(self) -> tuple[str, ...]:
+        # named only when set, so that stages cached before the option existed still match
+        no_effect = ("no_effect_pattern",) if self.args.no_effect_pattern else ()
+        return ("pair_strategy", "pair_continuation", *no_effect)
 
     def _method_options(self, *names) -> dict:
         return self._explore_options("strong", "strong_init", "finetune", "lora_r", "similarity_threshold", *names)
@@ -323,7 +334,7 @@ class WeakToStrongRun:
             self.save_trained(trainer, strong_tok, folder)
 
         self.strong_sft()
-        options = self._method_options(*_DPO_OPTIONS, "pair_strategy", "pair_continuation")
+        options = self._method_options(*_DPO_OPTIONS, *self._pair_options())
         return self.cache.run(self.variant("tree_dpo"), build, lambda f: f, options)
 
     def mcts_distill(self) -> Path | None:

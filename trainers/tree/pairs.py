@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,6 +83,15 @@ class PairMiningResult:
         return "\n".join(lines)
 
 
+def had_no_effect(tree: TrajectoryTree, node: TreeNode, pattern: re.Pattern[str]) -> bool:
+    """Whether ``node``'s action changed nothing: the environment's answer to it matches ``pattern``.
+
+    A node's own ``observation`` is what its action answered, so the answer to its action is in its
+    children's observations; a leaf's answer is unknown and counts as accepted.
+    """
+    return any(pattern.search(child.observation) for child in tree.children(node.node_id))
+
+
 def mine_tree_pairs(
     tree: TrajectoryTree,
     *,
@@ -89,6 +99,7 @@ def mine_tree_pairs(
     continuation: str = "path",
     pairing: str = "all",
     min_visits: int = 1,
+    no_effect_pattern: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Pairs of one tree and, when there are none, the reason."""
     if continuation not in CONTINUATIONS:
@@ -99,8 +110,10 @@ def mine_tree_pairs(
         raise ValueError(f"margin must be >= 0, got {margin}")
     if tree.root.visits <= 1:
         return [], f"built from {tree.root.visits} trajectory: a single path has no divergence point"
+    no_effect = re.compile(no_effect_pattern) if no_effect_pattern else None
     pairs: list[dict[str, Any]] = []
     branching = 0
+    skipped_no_effect = 0
     for parent in tree.nodes:
         if len(parent.children) < 2:
             continue
@@ -114,10 +127,14 @@ def mine_tree_pairs(
             if len(siblings) < 2:
                 continue
             ranked = sorted(siblings, key=lambda n: _rank_key(n, True))
+            # an action that changed nothing (refused, or a door already open) is not a better decision than
+            # a sibling's: its branch only ended better by what came after, so it is never `chosen`
+            choosable = [n for n in ranked if no_effect is None or not had_no_effect(tree, n, no_effect)]
+            skipped_no_effect += int(bool(ranked) and ranked[0] not in choosable)
             if pairing == "best_vs_worst":
-                candidates = [(ranked[0], ranked[-1])]
+                candidates = [(choosable[0], ranked[-1])] if choosable else []
             else:
-                candidates = list(itertools.combinations(ranked, 2))
+                candidates = [(a, b) for a, b in itertools.combinations(ranked, 2) if a in choosable]
             for better, worse in candidates:
                 if better.mean_outcome - worse.mean_outcome <= margin:
                     continue
@@ -129,6 +146,8 @@ def mine_tree_pairs(
             if branching == 0
             else f"{branching} branching nodes but no sibling outcomes differ by more than margin={margin}"
         )
+        if skipped_no_effect:
+            reason += f"; at {skipped_no_effect} of them the best branch's action had no effect"
     return pairs, reason
 
 
@@ -163,6 +182,7 @@ def mine_pairs(
     continuation: str = "path",
     pairing: str = "all",
     min_visits: int = 1,
+    no_effect_pattern: str | None = None,
     log: bool = True,
 ) -> PairMiningResult:
     """Mine divergence-point pairs from every tree.
@@ -174,6 +194,10 @@ def mine_pairs(
         pairing: ``"all"`` (default) pairs every two siblings that differ; ``"best_vs_worst"``
             keeps one pair per divergence point.
         min_visits: children seen fewer times are not compared.
+        no_effect_pattern: a regular expression matching the environment's answers to actions that
+            change nothing (see ``trainers.envs.scienceworld.NO_EFFECT_PATTERN``). A child whose action
+            had no effect is never the chosen side: the next-best sibling is, if it still beats the
+            rejected side.
 
     Zero pairs is not an error here; the result's :meth:`~PairMiningResult.explain` says why and is
     logged as a warning. :class:`~trainers.TreeDPOTrainer` raises on an empty pair set.
@@ -185,7 +209,12 @@ def mine_pairs(
     result = PairMiningResult()
     for task_id, tree in trees.items():
         pairs, reason = mine_tree_pairs(
-            tree, margin=margin, continuation=continuation, pairing=pairing, min_visits=min_visits
+            tree,
+            margin=margin,
+            continuation=continuation,
+            pairing=pairing,
+            min_visits=min_visits,
+            no_effect_pattern=no_effect_pattern,
         )
         result.pairs.extend(pairs)
         result.counts[task_id] = len(pairs)
