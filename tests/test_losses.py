@@ -79,6 +79,17 @@ def test_transitions_skip_environment_tokens_and_discount_per_turn():
     assert tr.counts.tolist() == [3, 2]
 
 
+def test_reward_scale_scales_rewards_and_returns_before_the_losses():
+    tr = build_transitions(_batch(), gamma=0.9, reward_scale=0.1)
+    assert torch.allclose(tr.returns, torch.tensor([0.28, 0.28, 0.2, 0.05, 0.05]))
+    batch, hidden, heads = _batch(), _hidden(), _heads("mc")
+    scaled = OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0.0, bc_weight=0.0, reward_scale=0.1)
+    _, metrics = per_trajectory_losses(hidden, heads, batch, scaled)
+    assert metrics["mc_return_mean"].item() == pytest.approx((2.8 + 2.8 + 2.0 + 0.5 + 0.5) / 50, abs=1e-6)
+    with pytest.raises(ValueError, match="reward_scale"):
+        OfflineRLLossConfig(reward_scale=0.0)
+
+
 def test_mc_loss_matches_hand_computation():
     batch, hidden, heads = _batch(), _hidden(), _heads("mc")
     config = OfflineRLLossConfig(loss_type="mc", gamma=0.9, cql_weight=0.0, bc_weight=0.0)

@@ -50,6 +50,12 @@ class OfflineRLConfig(TrainingArguments):
         gamma (`float`, *optional*, defaults to `0.99`):
             Discount per assistant turn, in [0, 1]; tokens inside one turn are not discounted, since one utterance
             is one decision of the agent. Anchors: 0.99; BOOST's analysis: 1.
+        reward_scale (`float`, *optional*, defaults to `1.0`):
+            Every reward is multiplied by this before returns and TD targets are computed, so the Q / V heads
+            learn values in that scale. Returns of tens (Twenty Questions' reward is the number of questions
+            left, up to 19) make the squared value error swamp the behaviour-cloning and CQL gradients after
+            clipping; scaling them to about [0, 1] keeps every term's gradient in play. The value guidance
+            `exp(beta * Q)` then sees the scaled Q. Papers: 1 (unscaled).
         tau (`float`, *optional*, defaults to `0.7`):
             Expectile of ILQL's V loss, in (0, 1). Anchors: 0.7.
         cql_weight (`float`, *optional*, defaults to `10.0`):
@@ -160,6 +166,16 @@ class OfflineRLConfig(TrainingArguments):
         metadata={
             "help": "Discount per assistant turn, in [0, 1]; tokens inside one turn are not discounted, since one "
             "utterance is one decision of the agent. Anchors: 0.99; BOOST's analysis: 1."
+        },
+    )
+    reward_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Every reward is multiplied by this before returns and TD targets are computed, so the Q / V "
+            "heads learn values in that scale. Returns of tens (Twenty Questions' reward is the number of questions "
+            "left, up to 19) make the squared value error swamp the behaviour-cloning and CQL gradients after "
+            "clipping; scaling them to about [0, 1] keeps every term's gradient in play. The value guidance "
+            "`exp(beta * Q)` then sees the scaled Q. Papers: 1 (unscaled)."
         },
     )
     tau: float = field(default=0.7, metadata={"help": "Expectile of ILQL's V loss, in (0, 1). Anchors: 0.7."})

@@ -53,6 +53,7 @@ CQL_IMPLEMENTATIONS = ("chunked", "naive")
 #: Ranges of the loss fields, shared with :class:`trainers.OfflineRLConfig` (see :mod:`trainers.config_checks`).
 LOSS_FIELD_RANGES = {
     "gamma": "[0, 1]",
+    "reward_scale": "(0, inf)",
     "tau": "(0, 1)",
     "cql_weight": "[0, inf)",
     "bc_weight": "[0, inf)",
@@ -70,6 +71,7 @@ class OfflineRLLossConfig:
 
     loss_type: str = field(default="mc", metadata={"choices": LOSS_TYPES})
     gamma: float = 0.99
+    reward_scale: float = 1.0
     tau: float = 0.7
     cql_weight: float = 10.0
     bc_weight: float = 1.0
@@ -108,8 +110,11 @@ class Transitions:
         return hidden_states[self.row, self.position - 1]
 
 
-def build_transitions(batch: dict[str, torch.Tensor], gamma: float) -> Transitions:
-    """Flatten the action tokens of a collated batch into transitions (see the module docstring)."""
+def build_transitions(batch: dict[str, torch.Tensor], gamma: float, reward_scale: float = 1.0) -> Transitions:
+    """Flatten the action tokens of a collated batch into transitions (see the module docstring).
+
+    Rewards are multiplied by ``reward_scale`` before the returns are computed.
+    """
     for key in ("input_ids", "action_mask", "token_rewards", "token_dones", "turn_ids"):
         if key not in batch:
             raise KeyError(
@@ -130,7 +135,7 @@ def build_transitions(batch: dict[str, torch.Tensor], gamma: float) -> Transitio
     if empty:
         raise ValueError(f"batch rows {empty} have no action tokens (action_mask is all 0): nothing to learn from")
     action = input_ids[row, position]
-    reward = batch["token_rewards"][row, position].float()
+    reward = batch["token_rewards"][row, position].float() * reward_scale
     has_next = torch.zeros(n, dtype=torch.bool, device=device)
     has_next[:-1] = row[1:] == row[:-1]
     next_position = torch.where(has_next, position.roll(-1), position)
@@ -341,7 +346,7 @@ def per_trajectory_losses(
         )
     if hidden_states.shape[-1] != heads.hidden_size:
         raise ValueError(f"hidden size {hidden_states.shape[-1]} != value heads' hidden_size {heads.hidden_size}")
-    transitions = build_transitions(batch, config.gamma)
+    transitions = build_transitions(batch, config.gamma, config.reward_scale)
     loss_terms = ilql_loss_terms if heads.is_ilql else mc_loss_terms
     per_token, metrics = loss_terms(hidden_states, heads, transitions, config, lm_head=lm_head)
     losses = _reduce(per_token.float(), transitions)
