@@ -210,6 +210,13 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
         "(TRL's loss_type=['sigmoid', 'sft']); 0 = plain DPO",
     )
     add(
+        "--dpo-reference",
+        choices=("weak", "strong-sft"),
+        default="weak",
+        help="Tree-DPO's reference model: the weak SFT model in its own tokenization (paper) or the strong SFT "
+        "model it starts from (DPO's usual choice; ETO always uses it)",
+    )
+    add(
         "--pair-strategy",
         choices=("all", "best_vs_worst"),
         default="best_vs_worst",

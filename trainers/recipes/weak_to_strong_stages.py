@@ -305,11 +305,33 @@ class WeakToStrongRun:
     def _method_options(self, *names) -> dict:
         return self._explore_options("strong", "strong_init", "finetune", "lora_r", "similarity_threshold", *names)
 
-    def tree_dpo(self) -> Path | None:
+    def _dpo_trainer(self, pairs: list[dict], folder: Path, reference: str):
+        """A Tree-DPO trainer from :meth:`start_model` on ``pairs``.
+
+        ``reference``: ``"weak"``, the weak SFT model in its own tokenization (the paper's Tree-DPO; the
+        trainer precomputes its log-probs once), or ``"strong-sft"``, the strong SFT model (TRL's own
+        reference path; with LoRA, the policy with its adapters off).
+        """
         import datasets
 
         from trainers.tree_dpo_trainer import TreeDPOTrainer
 
+        lora = self.peft_config()
+        if reference == "weak":
+            ref, ref_tokenizer = self.load_model(self.weak_sft()), self.weak_tokenizer()
+        else:
+            ref, ref_tokenizer = (None if lora is not None else self.load_model(self.strong_sft())), None
+        return TreeDPOTrainer(
+            self.start_model(),
+            ref_model=ref,
+            args=self.dpo_config(folder),
+            train_dataset=datasets.Dataset.from_list(pairs),
+            processing_class=self.strong_tokenizer(),
+            ref_processing_class=ref_tokenizer,
+            peft_config=lora,
+        )
+
+    def tree_dpo(self) -> Path | None:
         pairs = self.pairs()
         if not pairs:
             print("[tree-dpo] no divergence points: raise --explore-samples or use more tasks. Tree-DPO skipped.")
@@ -317,24 +339,15 @@ class WeakToStrongRun:
 
         def build(folder):
             setup.seed_everything(self.seed)
-            weak_tok, strong_tok = self.weak_tokenizer(), self.strong_tokenizer()
-            # the trainer compares the tokenizers: shared -> TRL's reference path; different ->
-            # reference log-probs precomputed once in the weak model's own tokenization
-            trainer = TreeDPOTrainer(
-                self.start_model(),
-                ref_model=self.load_model(self.weak_sft()),
-                args=self.dpo_config(folder),
-                train_dataset=datasets.Dataset.from_list(pairs),
-                processing_class=strong_tok,
-                ref_processing_class=weak_tok,
-                peft_config=self.peft_config(),
-            )
+            trainer = self._dpo_trainer(pairs, folder, self.args.dpo_reference)
             trainer.train()
             write_json(folder, "log_history.json", trainer.state.log_history)
-            self.save_trained(trainer, strong_tok, folder)
+            self.save_trained(trainer, self.strong_tokenizer(), folder)
 
         self.strong_sft()
-        options = self._method_options(*_DPO_OPTIONS, *self._pair_options())
+        # named only when not the paper's, so that stages cached before the option existed still match
+        reference = ("dpo_reference",) if self.args.dpo_reference != "weak" else ()
+        options = self._method_options(*_DPO_OPTIONS, *self._pair_options(), *reference)
         return self.cache.run(self.variant("tree_dpo"), build, lambda f: f, options)
 
     def mcts_distill(self) -> Path | None:
@@ -388,10 +401,7 @@ class WeakToStrongRun:
         )
 
     def eto(self) -> Path | None:
-        import datasets
-
         from trainers.envs.exploration import explore
-        from trainers.tree_dpo_trainer import TreeDPOTrainer
 
         def build_own(folder):
             strong_tok = self.strong_tokenizer()
@@ -418,21 +428,9 @@ class WeakToStrongRun:
 
         def build(folder):
             setup.seed_everything(self.seed)
-            strong_tok = self.strong_tokenizer()
-            lora = self.peft_config()
-            # ETO's reference is the strong SFT model itself (same tokenizer: TRL's own reference path;
-            # with LoRA, TRL uses the policy with its adapters off)
-            ref = None if lora is not None else self.load_model(self.strong_sft())
-            trainer = TreeDPOTrainer(
-                self.start_model(),
-                ref_model=ref,
-                args=self.dpo_config(folder),
-                train_dataset=datasets.Dataset.from_list(pairs),
-                processing_class=strong_tok,
-                peft_config=lora,
-            )
+            trainer = self._dpo_trainer(pairs, folder, "strong-sft")  # ETO's reference: the model it starts from
             trainer.train()
-            self.save_trained(trainer, strong_tok, folder)
+            self.save_trained(trainer, self.strong_tokenizer(), folder)
 
         return self.cache.run(
             self.variant("eto"), build, lambda f: f, self._method_options(*_DPO_OPTIONS, "eto_samples")
