@@ -58,21 +58,7 @@ def add_matched_noise(model: torch.nn.Module, distances: dict[str, float], gener
 
 
 def greedy_episodes(run: WeakToStrongRun, model) -> dict:
-    from trainers.envs.rollout import rollout
-
-    a = run.args
-    rows = rollout(
-        setup.for_generation(model),
-        run.factory,
-        run.test_tasks,
-        tokenizer=run.strong_tokenizer(),
-        num_episodes=len(run.test_tasks),
-        batch_size=a.batch_size,
-        do_sample=False,
-        max_new_tokens=a.max_new_tokens,
-        progress=True,
-        **setup.rollout_options(a),
-    )
+    rows = run.greedy_rollouts(setup.for_generation(model), run.strong_tokenizer())
     episodes = episode_scores(rows)
     actions = collections.Counter(
         m["content"].split("Action:")[-1].strip() for row in rows for m in row["messages"] if m["role"] == "assistant"

@@ -446,10 +446,27 @@ class WeakToStrongRun:
         name = self.eval_stage(method)
         return read_json(self.cache.path(name), "episodes.json") if self.cache.done(name) else None
 
+    def greedy_rollouts(self, model, tokenizer) -> list[dict]:
+        """One greedy episode per test task (``--eval-split`` decides which), as every evaluation plays it."""
+        from trainers.envs.rollout import rollout
+
+        a = self.args
+        return rollout(
+            model,
+            self.factory,
+            self.test_tasks,
+            tokenizer=tokenizer,
+            num_episodes=len(self.test_tasks),
+            batch_size=a.batch_size,
+            do_sample=False,
+            max_new_tokens=a.max_new_tokens,
+            progress=True,
+            **setup.rollout_options(a),
+        )
+
     def evaluate(self, method: str) -> dict | None:
         """Greedy episodes of ``method`` on the test tasks (Best-of-N: the best of N samples per task)."""
         from trainers.envs.exploration import explore
-        from trainers.envs.rollout import rollout
 
         models = {
             "sft-weak": self.weak_sft,
@@ -483,18 +500,7 @@ class WeakToStrongRun:
                 )
                 episodes = best_of_groups(episode_scores(rows), a.best_of)
             else:
-                rows = rollout(
-                    model,
-                    self.factory,
-                    self.test_tasks,
-                    tokenizer=tokenizer,
-                    num_episodes=len(self.test_tasks),
-                    batch_size=a.batch_size,
-                    do_sample=False,
-                    max_new_tokens=a.max_new_tokens,
-                    progress=True,
-                    **setup.rollout_options(a),
-                )
+                rows = self.greedy_rollouts(model, tokenizer)
                 episodes = episode_scores(rows)
             episodes["seconds"] = time.perf_counter() - start
             write_json(out, "episodes.json", episodes)
