@@ -130,7 +130,7 @@ def mine_tree_pairs(
             # an action that changed nothing (refused, or a door already open) is not a better decision than
             # a sibling's: its branch only ended better by what came after, so it is never `chosen`
             choosable = [n for n in ranked if no_effect is None or not had_no_effect(tree, n, no_effect)]
-            skipped_no_effect += int(bool(ranked) and ranked[0] not in choosable)
+            skipped_no_effect += int(ranked[0] not in choosable)
             if pairing == "best_vs_worst":
                 candidates = [(choosable[0], ranked[-1])] if choosable else []
             else:
