@@ -242,3 +242,31 @@ def test_a_sweep_writes_its_own_report_and_keeps_the_study_report():
     assert report_name(Namespace(eval_split="test", variant=None)) == "results"
     assert report_name(Namespace(eval_split="dev", variant="lr3e-5")) == "results-dev-lr3e-5"
     assert report_name(Namespace(eval_split="test", variant="plain-dpo")) == "results-plain-dpo"
+
+
+def test_method_finetune_trains_the_methods_with_lora_over_fully_fine_tuned_sft_stages(tmp_path):
+    from trainers.recipes import weak_to_strong as setup
+    from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
+
+    parser = setup.build_parser("x")
+
+    def run_with(*argv):
+        run = object.__new__(WeakToStrongRun)  # options only: no environment, no models
+        run.args = setup.finish_options(parser.parse_args([*argv, "--output-dir", str(tmp_path)]))
+        run.seed = 0
+        return run
+
+    default = run_with()
+    assert default.peft_config() is None and default.peft_config(default.method_finetune()) is None
+    assert "method_finetune" not in default._method_options()  # stages cached before the option still match
+
+    lora_methods = run_with("--method-finetune", "lora")
+    assert lora_methods.peft_config() is None  # the SFT stages stay full fine-tuning
+    config = lora_methods.peft_config(lora_methods.method_finetune())
+    assert config.r == 64 and config.lora_alpha == 128  # the paper's rank, alpha = 2r
+    options = lora_methods._method_options()
+    assert options["method_finetune"] == "lora" and options["finetune"] == "full"
+    assert lora_methods._explore_options() == default._explore_options()  # SFT and explorations are shared
+
+    everything_lora = run_with("--finetune", "lora")
+    assert everything_lora.peft_config() is not None and everything_lora.method_finetune() == "lora"

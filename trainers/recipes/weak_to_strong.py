@@ -181,6 +181,13 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
         default="full",
         help="full fine-tuning (default: small models) or LoRA adapters merged after training (paper: LoRA r=64)",
     )
+    add(
+        "--method-finetune",
+        choices=("full", "lora"),
+        default=None,
+        help="how Tree-DPO, MCTS distillation and ETO train, when it should differ from the SFT stages' --finetune "
+        "(a LoRA-vs-full comparison that reuses the cached SFT models and explorations). Default: as --finetune",
+    )
     add("--lora-r", type=int, default=64, help="LoRA rank with --finetune lora (paper: 64, alpha = 2r)")
     # exploration and trees
     add(

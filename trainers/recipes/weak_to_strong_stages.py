@@ -103,8 +103,13 @@ class WeakToStrongRun:
             return model
         return self.load_model(self.cache.path("strong_sft"))
 
-    def peft_config(self):
-        if self.args.finetune != "lora":
+    def method_finetune(self) -> str:
+        """How Tree-DPO, MCTS distillation and ETO train: ``--method-finetune``, else ``--finetune``."""
+        return self.args.method_finetune or self.args.finetune
+
+    def peft_config(self, finetune: str | None = None):
+        """LoRA adapters (the paper's r, alpha = 2r) when ``finetune`` (default ``--finetune``) is "lora"."""
+        if (finetune or self.args.finetune) != "lora":
             return None
         from peft import LoraConfig
 
@@ -303,7 +308,11 @@ class WeakToStrongRun:
         return ("pair_strategy", "pair_continuation", *no_effect)
 
     def _method_options(self, *names) -> dict:
-        return self._explore_options("strong", "strong_init", "finetune", "lora_r", "similarity_threshold", *names)
+        # named only when set, so that stages cached before the option existed still match
+        method_finetune = ("method_finetune",) if self.args.method_finetune else ()
+        return self._explore_options(
+            "strong", "strong_init", "finetune", "lora_r", "similarity_threshold", *method_finetune, *names
+        )
 
     def _dpo_trainer(self, pairs: list[dict], folder: Path, reference: str):
         """A Tree-DPO trainer from :meth:`start_model` on ``pairs``.
@@ -316,7 +325,7 @@ class WeakToStrongRun:
 
         from trainers.tree_dpo_trainer import TreeDPOTrainer
 
-        lora = self.peft_config()
+        lora = self.peft_config(self.method_finetune())
         if reference == "weak":
             ref, ref_tokenizer = self.load_model(self.weak_sft()), self.weak_tokenizer()
         else:
@@ -380,7 +389,7 @@ class WeakToStrongRun:
                 args=config,
                 processing_class=strong_tok,
                 train_dataset=datasets.Dataset.from_list(paths),
-                peft_config=self.peft_config(),
+                peft_config=self.peft_config(self.method_finetune()),
             )
             trainer.train()
             self.save_trained(trainer, strong_tok, folder)
