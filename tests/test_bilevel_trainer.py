@@ -90,7 +90,8 @@ class Recorder(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         self.before = _groups(self.trainer)
         policy = self.trainer.policy
-        if state.global_step % args.outer_length == args.k_psi:  # right after the θ <- ψ copy
+        upcoming = self.trainer.phase_at(state.global_step)
+        if upcoming.phase == "theta" and upcoming.step_in_phase == 0:  # right after the θ <- ψ copy
             self.synced.append(
                 all(
                     torch.equal(a, b)
@@ -121,6 +122,38 @@ def test_phase_order_and_parameter_groups(tmp_path, tiny_llama, tiny_tokenizer, 
     assert all("n_eff" in log for log in logs) and any("weight_mean_real" in log for log in logs)
     assert any("weight_mean_synthetic" in log for log in logs)
     assert all("val_loss" in log for log in logs if log["phase"] == 1)
+
+
+@pytest.mark.slow
+def test_phi_warmup_steps_learn_weights_before_thetas_first_step(tmp_path, tiny_llama, tiny_tokenizer, data):
+    recorder = Recorder()
+    trainer = _trainer(
+        tmp_path, tiny_llama, tiny_tokenizer, data, callbacks=[recorder], max_steps=7, phi_warmup_steps=2
+    )
+    recorder.trainer = trainer
+    weights_at_theta_start = []
+
+    class WeightsBeforeTheta(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if trainer.phase_at(state.global_step) == ("theta", 0, 0):
+                batch = trainer.data_collator([trainer.train_dataset[i] for i in range(16)])
+                weights_at_theta_start.append(trainer.batch_weights(batch))
+
+    trainer.add_callback(WeightsBeforeTheta())
+    trainer.train()
+    assert [p for p, _ in recorder.steps] == ["phi", "phi", "psi", "psi", "theta", "theta", "phi"]
+    assert [changed for _, changed in recorder.steps[:2]] == [{"phi"}, {"phi"}]  # only the head moves
+    assert recorder.synced == [True]
+    (weights,) = weights_at_theta_start
+    assert weights.std() > 0  # θ's first step already uses learned, not uniform, weights
+    assert trainer.bilevel_state()["phi_warmup_steps"] == 2
+
+
+def test_phi_warmup_needs_the_alignment_signal(tmp_path):
+    with pytest.raises(ValueError, match="phi_warmup_steps needs phi_signal='val_alignment'"):
+        _args(tmp_path, phi_warmup_steps=1, phi_signal="paper")
+    with pytest.raises(ValueError, match="phi_warmup_steps"):
+        _args(tmp_path, phi_warmup_steps=-1)
 
 
 def test_weights_uniform_at_start_and_sum_to_one(tmp_path, tiny_llama, tiny_tokenizer, data):

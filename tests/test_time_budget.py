@@ -37,6 +37,9 @@ def test_optimizer_steps_by_phase_follows_algorithm_1_schedule():
     assert optimizer_steps_by_phase("bilevel", 9, 3, 3, 1) == {"psi": 5, "theta": 3, "phi": 1}
     assert optimizer_steps_by_phase("vanilla", 6, 3, 3, 1) == {"uniform": 6}
     assert theta_updates(14, 3, 3, 1) == 6
+    # φ's warm-up steps come first and take no θ update
+    assert optimizer_steps_by_phase("boost", 16, 3, 3, 1, 2) == {"psi": 6, "theta": 6, "phi": 4}
+    assert theta_updates(16, 3, 3, 1, 2) == 6
 
 
 def test_prediction_scales_with_the_machine_and_names_the_recipe_stages():

@@ -7,6 +7,7 @@ plus heads); φ, the reweighting head, whose softmax over a minibatch gives the 
 per-trajectory offline RL losses l_i. Each ``Trainer`` optimizer step is one inner step, and the
 step number alone fixes the phase (:func:`phase_at`), so resuming anywhere continues exactly::
 
+    phi_warmup times  phi_step      (optional, not in the paper: φ learns before θ's first step)
     for each outer iteration (L = K_ψ + K_θ + K_φ optimizer steps):
         K_ψ times   psi_step:       ψ ← ψ − η ∇_ψ Σ_i w̃_i l_i(ψ)                          (w̃ fixed)
         once        copy_psi_to_theta: θ ← ψ
@@ -51,9 +52,15 @@ class PhasePosition(NamedTuple):
     step_in_phase: int
 
 
-def phase_at(step: int, k_psi: int, k_theta: int, k_phi: int) -> PhasePosition:
-    """``outer, r = divmod(step, K_ψ + K_θ + K_φ)``: ψ while r < K_ψ, then θ, then φ."""
-    outer, r = divmod(step, k_psi + k_theta + k_phi)
+def phase_at(step: int, k_psi: int, k_theta: int, k_phi: int, phi_warmup: int = 0) -> PhasePosition:
+    """``outer, r = divmod(step - warmup, K_ψ + K_θ + K_φ)``: ψ while r < K_ψ, then θ, then φ.
+
+    The first ``phi_warmup`` steps are φ steps on the initial policy, before outer iteration 0 (they
+    count as its φ phase); Algorithm 1 has none.
+    """
+    if step < phi_warmup:
+        return PhasePosition("phi", 0, step)
+    outer, r = divmod(step - phi_warmup, k_psi + k_theta + k_phi)
     if r < k_psi:
         return PhasePosition("psi", outer, r)
     if r < k_psi + k_theta:

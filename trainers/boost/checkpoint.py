@@ -70,10 +70,12 @@ def load_boost_extras(trainer, checkpoint: str | os.PathLike) -> None:
                 "checkpoint"
             )
     saved = json.loads((folder / STATE_FILE).read_text())
-    for key in ("method", "k_psi", "k_theta", "k_phi"):
-        if saved.get(key) != getattr(trainer.args, key):
+    # checkpoints saved before phi_warmup_steps existed had none
+    schedule_keys = (("method", None), ("k_psi", None), ("k_theta", None), ("k_phi", None), ("phi_warmup_steps", 0))
+    for key, missing in schedule_keys:
+        if saved.get(key, missing) != getattr(trainer.args, key):
             raise ValueError(
-                f"{str(folder / STATE_FILE)!r}: checkpoint was trained with {key}={saved.get(key)!r}, "
+                f"{str(folder / STATE_FILE)!r}: checkpoint was trained with {key}={saved.get(key, missing)!r}, "
                 f"but this run has {key}={getattr(trainer.args, key)!r}; resuming would change the phase schedule"
             )
     device = str(trainer.policy.device)

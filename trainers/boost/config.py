@@ -66,6 +66,11 @@ class BilevelReweightConfig(OfflineRLConfig):
             K_θ, optimizer steps on θ per outer iteration. Paper: 20 / 32.
         k_phi (`int`, *optional*, defaults to `1`):
             K_φ, optimizer steps on φ per outer iteration. Paper: 1.
+        phi_warmup_steps (`int`, *optional*, defaults to `0`):
+            φ steps on the initial policy before the first outer iteration (they count in `max_steps`), so
+            that θ's first steps use learned weights rather than uniform ones: with few outer iterations,
+            half of θ's updates otherwise train on every synthetic trajectory alike. Needs
+            `phi_signal="val_alignment"` (the paper's signal is zero while θ = ψ). Paper: 0.
         aux_mode (`str`, *optional*, defaults to `"shared_backbone"`):
             How ψ and θ are stored. `"shared_backbone"` (appendix G.3): one backbone, separate value heads;
             the ψ phase updates the ψ heads only, the θ phase the θ heads, the backbone (or its LoRA
@@ -138,6 +143,7 @@ class BilevelReweightConfig(OfflineRLConfig):
         "k_psi": "[1, inf)",
         "k_theta": "[1, inf)",
         "k_phi": "[1, inf)",
+        "phi_warmup_steps": "[0, inf)",
         "alpha": "[0, inf)",
         "alpha_increment": "[0, inf)",
         "reweight_learning_rate": "[0, inf)",
@@ -170,6 +176,13 @@ class BilevelReweightConfig(OfflineRLConfig):
     k_psi: int = field(default=20, metadata=_help("K_psi, optimizer steps on psi per outer iteration. Paper: 20 / 32."))
     k_theta: int = field(default=20, metadata=_help("K_theta, steps on theta per outer iteration. Paper: 20 / 32."))
     k_phi: int = field(default=1, metadata=_help("K_phi, steps on phi per outer iteration. Paper: 1."))
+    phi_warmup_steps: int = field(
+        default=0,
+        metadata=_help(
+            "Phi steps on the initial policy before the first outer iteration (counted in max_steps), so theta's "
+            "first steps already use learned weights (phi_signal='val_alignment' only). Paper: 0."
+        ),
+    )
     aux_mode: str = field(
         default="shared_backbone",
         metadata=_help(
@@ -245,6 +258,11 @@ class BilevelReweightConfig(OfflineRLConfig):
                 )
             self.ddp_find_unused_parameters = True
         super().__post_init__()
+        if self.phi_warmup_steps and self.phi_signal == "paper":
+            raise ValueError(
+                "phi_warmup_steps needs phi_signal='val_alignment': the paper's signal l_i(theta) - l_i(psi) is 0 "
+                "before theta and psi have trained"
+            )
         if self.reweight_learning_rate is None:
             self.reweight_learning_rate = self.learning_rate / 10.0 if self.phi_signal == "paper" else 1e-3
 
@@ -255,6 +273,11 @@ class BilevelReweightConfig(OfflineRLConfig):
     @property
     def uses_synthetic(self) -> bool:
         return self.method in ("vanilla_synthetic", "boost")
+
+    @property
+    def schedule(self) -> tuple[int, int, int, int]:
+        """``(k_psi, k_theta, k_phi, phi_warmup_steps)``: with the step number, all that fixes a step's phase."""
+        return self.k_psi, self.k_theta, self.k_phi, self.phi_warmup_steps
 
     @property
     def outer_length(self) -> int:

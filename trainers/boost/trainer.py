@@ -80,7 +80,8 @@ class BilevelCallback(TrainerCallback):
             heads = trainer.psi_heads if finished == "psi" else trainer.policy.heads
             with _gathered(list(heads.parameters()), modifier_rank=0):
                 heads.polyak_update(trainer.args.polyak_rate)
-        if state.global_step % trainer.args.outer_length == trainer.args.k_psi:
+        upcoming = trainer.phase_at(state.global_step)
+        if upcoming.phase == "theta" and upcoming.step_in_phase == 0:  # ψ's phase has just ended
             trainer.sync_theta_from_psi()
         return control
 
@@ -248,7 +249,7 @@ class BilevelReweightTrainer(OfflineRLTrainer):
     # ------------------------------------------------------------------------------ phases
     def phase_at(self, step: int) -> PhasePosition:
         """``(phase, outer iteration, step within the phase)`` of optimizer step ``step``."""
-        return algorithm.phase_at(step, self.args.k_psi, self.args.k_theta, self.args.k_phi)
+        return algorithm.phase_at(step, *self.args.schedule)
 
     def alpha_at(self, step: int) -> float:
         return self.args.alpha + self.args.alpha_increment * self.phase_at(step).outer
@@ -510,6 +511,7 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             "k_psi": self.args.k_psi,
             "k_theta": self.args.k_theta,
             "k_phi": self.args.k_phi,
+            "phi_warmup_steps": self.args.phi_warmup_steps,
             "training_trajectories": len(self.training_rows),
             "synthetic_trajectories": int(self.is_synthetic.sum()),
         }

@@ -319,9 +319,9 @@ def generate_synthetic(
     return synthetic
 
 
-def theta_updates(max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> int:
+def theta_updates(max_steps: int, k_psi: int, k_theta: int, k_phi: int, phi_warmup: int = 0) -> int:
     """How many of ``max_steps`` optimizer steps of Algorithm 1's schedule train θ."""
-    return optimizer_steps_by_phase("boost", max_steps, k_psi, k_theta, k_phi)["theta"]
+    return optimizer_steps_by_phase("boost", max_steps, k_psi, k_theta, k_phi, phi_warmup)["theta"]
 
 
 def method_config(
@@ -331,7 +331,7 @@ def method_config(
     args = copy.deepcopy(config)
     args.method, args.output_dir = method, str(out)
     if method in ("vanilla", "vanilla_synthetic") and match_theta_updates:
-        args.max_steps = max(1, theta_updates(config.max_steps, config.k_psi, config.k_theta, config.k_phi))
+        args.max_steps = max(1, theta_updates(config.max_steps, *config.schedule))
     return args
 
 
@@ -514,7 +514,7 @@ def run(
         cell: dict[str, Any] = {
             "method": method,
             "optimizer_steps": args.max_steps,
-            "theta_updates": theta_updates(args.max_steps, args.k_psi, args.k_theta, args.k_phi)
+            "theta_updates": theta_updates(args.max_steps, *args.schedule)
             if args.is_bilevel
             else args.max_steps,
         }

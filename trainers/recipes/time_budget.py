@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import hardware
+from ..boost.algorithm import phase_at
 
 #: Real throughput of a stage / the micro-benchmark's, fitted on a whole run of the WebShop main job
 #: (2026-11-26, Xeon with AMX, bf16; `--profile` prints prediction and measurement side by side):
@@ -131,14 +132,16 @@ def measure_speed(model, *, sequence_length: int = 128, batch_size: int = 2, new
     )
 
 
-def optimizer_steps_by_phase(method: str, max_steps: int, k_psi: int, k_theta: int, k_phi: int) -> dict[str, int]:
+def optimizer_steps_by_phase(
+    method: str, max_steps: int, k_psi: int, k_theta: int, k_phi: int, phi_warmup: int = 0
+) -> dict[str, int]:
     """How many of ``max_steps`` optimizer steps each phase takes (uniform-weight methods: all ``uniform``)."""
     if method not in ("bilevel", "boost"):
         return {"uniform": max_steps}
-    outer, rest = divmod(max_steps, k_psi + k_theta + k_phi)
-    psi = outer * k_psi + min(rest, k_psi)
-    theta = outer * k_theta + min(max(rest - k_psi, 0), k_theta)
-    return {"psi": psi, "theta": theta, "phi": max_steps - psi - theta}
+    counts = {"psi": 0, "theta": 0, "phi": 0}
+    for step in range(max_steps):
+        counts[phase_at(step, k_psi, k_theta, k_phi, phi_warmup).phase] += 1
+    return counts
 
 
 def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed) -> dict[str, float]:
@@ -156,9 +159,9 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
     for method in methods:
         steps = bilevel_steps
         if method in ("vanilla", "vanilla_synthetic") and recipe.match_theta_updates:
-            bilevel = optimizer_steps_by_phase("boost", bilevel_steps, config.k_psi, config.k_theta, config.k_phi)
+            bilevel = optimizer_steps_by_phase("boost", bilevel_steps, *config.schedule)
             steps = max(1, bilevel["theta"])
-        phases = optimizer_steps_by_phase(method, steps, config.k_psi, config.k_theta, config.k_phi)
+        phases = optimizer_steps_by_phase(method, steps, *config.schedule)
         if method in ("bilevel", "boost"):
             # the head's input: one forward pass over every training trajectory (real, and synthetic for BOOST)
             embedded = train_episodes * (2 if method == "boost" else 1) * config.max_length
@@ -195,6 +198,7 @@ def fit_to_budget(
     recipe, config, fixed = copy.copy(recipe), copy.deepcopy(config), set(fixed)
     changes: list[str] = []
     cycle = config.k_psi + config.k_theta + config.k_phi
+    warmup = config.phi_warmup_steps  # φ's warm-up steps stay; whole outer iterations go
 
     def total() -> float:
         return sum(predict_seconds(recipe, config, methods, speed).values())
@@ -204,10 +208,13 @@ def fit_to_budget(
             continue
         target = config if name == "max_steps" else recipe
         before = getattr(target, name)
-        floor = cycle if name == "max_steps" else floor
+        floor = warmup + cycle if name == "max_steps" else floor
         while total() > budget_s and (getattr(target, name) or 0) > floor:  # None (no cap) stays
             value = getattr(target, name)
-            smaller = (math.ceil(value / cycle) - 1) * cycle if name == "max_steps" else math.floor(value * 0.8)
+            if name == "max_steps":
+                smaller = warmup + (math.ceil((value - warmup) / cycle) - 1) * cycle
+            else:
+                smaller = math.floor(value * 0.8)
             setattr(target, name, max(floor, smaller))
         if getattr(target, name) != before:
             changes.append(f"{name} {before} -> {getattr(target, name)}")
