@@ -15,7 +15,8 @@ strong and Tree-DPO. Stages, each cached under ``--output-dir`` (default
 5. Tree-DPO on the strong SFT model (``--strong-init base``: on the base model), the weak SFT model
    as the reference in its own tokenization, beta 0.1, plus an NLL term on the chosen
    continuation with weight ``--dpo-nll-weight`` 1 (TRL's ``loss_type=["sigmoid", "sft"]``; 0 gives
-   plain DPO); ``--finetune lora`` for LoRA adapters instead of full fine-tuning;
+   plain DPO); ``--finetune lora`` for LoRA adapters instead of full fine-tuning everywhere,
+   ``--method-finetune lora`` for Tree-DPO alone (over the cached, fully fine-tuned SFT models);
 6. greedy live rollouts on the test variations; mean ± s.e. of avg reward and success (x100).
 
 Defaults, sized for 2 CPU cores: the study's task types ``lifespan-longest-lived`` and

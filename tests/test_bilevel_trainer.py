@@ -541,3 +541,45 @@ def test_config_help_lists_choices_and_full_text():
     for name in ("phi_signal", "weight_temperature", "embedding_pooling", "k_psi", "reweight_learning_rate"):
         assert name in BilevelReweightConfig.__doc__, name
         assert len(by_name[name].metadata["help"]) > 30, name
+
+
+def test_phi_batch_size_draws_a_wider_batch_for_the_phi_step(tmp_path, tiny_llama, tiny_tokenizer, data):
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, max_steps=1, phi_warmup_steps=1, phi_batch_size=12)
+    trainer.train()
+    (log,) = [log for log in trainer.state.log_history if log.get("phase") == 2]
+    # uniform weights at the first φ step: n_eff is the number of trajectories it ranked (the loader's batch is 4)
+    assert log["n_eff"] == pytest.approx(12.0)
+    with pytest.raises(ValueError, match="phi_batch_size needs phi_signal='val_alignment'"):
+        _args(tmp_path, phi_batch_size=8, phi_signal="paper")
+
+
+def test_validation_alignment_is_the_cosine_of_per_trajectory_gradients(tmp_path, tiny_llama, tiny_tokenizer, data):
+    from trainers.boost.alignment import validation_alignment
+
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data)
+    policy, config = trainer.policy, trainer.loss_config
+    keys = ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")
+
+    def collate(rows):
+        batch = trainer.data_collator(rows)
+        return {k: batch[k] for k in keys if k in batch}
+
+    batch = collate([trainer.train_dataset[i] for i in (0, 3, 9, 14)])
+    val = collate([trainer.val_tokenized[i] for i in range(4)])
+    scores = validation_alignment(policy, batch, val, config)
+
+    # directly: gradients of each trajectory's loss in the whole batch, w.r.t. the value heads and LM head
+    parameters = list(policy.heads.parameters()) + [policy.lm_head.weight]
+
+    def flat_grad(loss):
+        grads = torch.autograd.grad(loss, parameters, allow_unused=True, retain_graph=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, parameters)])
+
+    with torch.no_grad():
+        hidden = policy.hidden_states(batch["input_ids"], batch["attention_mask"]).float()
+        val_hidden = policy.hidden_states(val["input_ids"], val["attention_mask"]).float()
+    val_grad = flat_grad(per_trajectory_losses(val_hidden, policy.heads, val, config, lm_head=policy.lm_head)[0].mean())
+    losses, _ = per_trajectory_losses(hidden, policy.heads, batch, config, lm_head=policy.lm_head)
+    expected = torch.stack([torch.nn.functional.cosine_similarity(flat_grad(loss), val_grad, dim=0) for loss in losses])
+    torch.testing.assert_close(scores, expected.detach(), atol=1e-5, rtol=1e-4)
+    assert scores.std() > 0

@@ -14,6 +14,8 @@ that gap measure extra training rather than agreement with validation data).
 
 The backbone's hidden states are computed once without gradient: the per-trajectory gradients touch
 only the output layers, so ``B`` small backward passes cost far less than one backbone backward.
+Each trajectory's loss is computed on its own row (losses are per-trajectory means, so this is
+exact): the behaviour-cloning logits of one row at a time, not ``[B, T, |V|]`` at once.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def validation_alignment(
     with torch.enable_grad():
         val_losses, _ = per_trajectory_losses(val_hidden, heads, val_batch, loss_config, lm_head=lm_head)
         val_grad = _flat_grad(val_losses.mean(), parameters, retain_graph=False)
-        losses, _ = per_trajectory_losses(hidden, heads, batch, loss_config, lm_head=lm_head)
         scores = []
-        for i in range(losses.shape[0]):
-            grad = _flat_grad(losses[i], parameters, retain_graph=i + 1 < losses.shape[0])
+        for i in range(hidden.shape[0]):
+            row = {key: value[i : i + 1] for key, value in batch.items()}
+            (loss,), _ = per_trajectory_losses(hidden[i : i + 1], heads, row, loss_config, lm_head=lm_head)
+            grad = _flat_grad(loss, parameters, retain_graph=False)
             scores.append(torch.nn.functional.cosine_similarity(grad, val_grad, dim=0, eps=1e-12))
     return torch.stack(scores).detach()
 

@@ -117,6 +117,12 @@ class BilevelReweightConfig(OfflineRLConfig):
 
         > Parameters of the validation batches and the embeddings
 
+        phi_batch_size (`int` or `None`, *optional*, defaults to `None`):
+            Training trajectories per φ micro-step with `phi_signal="val_alignment"`, drawn from the whole
+            training set per (seed, step); `None` = the micro-batch the data loader gives. The signal is
+            standardised within this batch, so over a micro-batch of 2 (WebShop's) it only says which of
+            the two is better; over 8-16 the head learns a ranking. Costs one no-gradient forward of
+            these trajectories and one small output-layer backward each. Not in the paper.
         val_batch_size (`int` or `None`, *optional*, defaults to `None`):
             Validation trajectories per micro-batch for L_val (and for the alignment signal); `None` =
             `per_device_train_batch_size`. Drawn deterministically from (seed, step), so resuming
@@ -155,6 +161,7 @@ class BilevelReweightConfig(OfflineRLConfig):
         "embedding_batch_size": "[1, inf)",
         "embedding_max_length": "[1, inf)",
         "val_batch_size": "[1, inf)",
+        "phi_batch_size": "[2, inf)",
     }
 
     method: str = field(
@@ -234,6 +241,13 @@ class BilevelReweightConfig(OfflineRLConfig):
     reweight_hidden_dim: int = field(
         default=256, metadata=_help("Hidden width of the reweighting MLP (not in the paper).")
     )
+    phi_batch_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "Training trajectories per phi micro-step (val_alignment), drawn from the whole training set per "
+            "(seed, step); None = the micro-batch the data loader gives. The signal is standardised within it."
+        ),
+    )
     val_batch_size: int | None = field(
         default=None,
         metadata=_help(
@@ -258,6 +272,10 @@ class BilevelReweightConfig(OfflineRLConfig):
                 )
             self.ddp_find_unused_parameters = True
         super().__post_init__()
+        if self.phi_batch_size and self.phi_signal == "paper":
+            raise ValueError(
+                "phi_batch_size needs phi_signal='val_alignment' (the paper's phi step reuses theta's batch)"
+            )
         if self.phi_warmup_steps and self.phi_signal == "paper":
             raise ValueError(
                 "phi_warmup_steps needs phi_signal='val_alignment': the paper's signal l_i(theta) - l_i(psi) is 0 "

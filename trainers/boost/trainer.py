@@ -281,12 +281,15 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         adapters = (self._theta_adapter_name(), PSI_ADAPTER) if self.args.aux_mode == "separate_adapters" else None
         return PhaseSpec(phase, self.loss_config, self.loss_config_no_bc, adapters=adapters, **extra)
 
+    def _drawn_batch(self, rows, size: int, step: int, micro: int, salt: int = 0) -> dict[str, torch.Tensor]:
+        """``size`` rows of ``rows`` drawn from (seed, step, micro), collated: resuming draws the same."""
+        generator = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + step * 1009 + micro + salt)
+        indices = torch.randperm(len(rows), generator=generator)[: min(size, len(rows))].tolist()
+        return self._prepare_inputs(self.data_collator([rows[i] for i in indices]))
+
     def _val_batch(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        n = len(self.val_tokenized)
-        size = min(self.args.val_batch_size or self.args.per_device_train_batch_size, n)
-        generator = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + step * 1009 + micro)
-        indices = torch.randperm(n, generator=generator)[:size].tolist()
-        batch = self._prepare_inputs(self.data_collator([self.val_tokenized[i] for i in indices]))
+        size = self.args.val_batch_size or self.args.per_device_train_batch_size
+        batch = self._drawn_batch(self.val_tokenized, size, step, micro)
         return {key: batch[key] for key in MODEL_INPUT_KEYS if key in batch}
 
     def _micro_step(self, step: int) -> int:
@@ -340,6 +343,10 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         # a θ micro-step whose validation half training_step ran has been counted there already
         prepared, self._theta_micro_step = self._theta_micro_step, None
         micro = prepared.micro if prepared is not None and prepared.step == step else self._micro_step(step)
+        if position.phase == "phi" and self.args.phi_batch_size:
+            # the signal is standardised within the batch: a wider one than the θ micro-batch lets φ rank
+            salt = 7919 + 104_729 * self.args.process_index  # each process ranks rows of its own
+            inputs = self._drawn_batch(self.train_dataset, self.args.phi_batch_size, step, micro, salt)
         batch = {key: inputs[key] for key in MODEL_INPUT_KEYS if key in inputs}
         result = self._run_phase(model, position.phase, batch, inputs, alpha, step, micro, prepared)
         metrics = self._metrics["train"]

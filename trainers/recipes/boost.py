@@ -514,9 +514,7 @@ def run(
         cell: dict[str, Any] = {
             "method": method,
             "optimizer_steps": args.max_steps,
-            "theta_updates": theta_updates(args.max_steps, *args.schedule)
-            if args.is_bilevel
-            else args.max_steps,
+            "theta_updates": theta_updates(args.max_steps, *args.schedule) if args.is_bilevel else args.max_steps,
         }
         if args.is_bilevel:
             with timer(f"{method}/analysis"):
