@@ -1,5 +1,7 @@
 """The BOOST recipe's time budget: speed measurement, stage predictions, and fitting a job to a budget."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -59,6 +61,14 @@ def test_prediction_scales_with_the_machine_and_names_the_recipe_stages():
     assert slow["boost/train"] > slow["vanilla_synthetic/train"]
 
 
+def test_a_wider_phi_batch_costs_more_phi_time():
+    recipe, config = webshop_defaults()
+    narrow = predict_seconds(recipe, dataclasses.replace(config, phi_batch_size=None), ["boost"], speed(1))
+    wide = predict_seconds(recipe, dataclasses.replace(config, phi_batch_size=16), ["boost"], speed(1))
+    assert wide["boost/train"] > narrow["boost/train"]
+    assert wide["boost/evaluation"] == narrow["boost/evaluation"]
+
+
 def test_a_fast_machine_keeps_the_settings():
     recipe, config = webshop_defaults()
     fitted_recipe, fitted_config, _, changes = fit_to_budget(recipe, config, METHODS, speed(100), 14 * 60)
@@ -75,7 +85,8 @@ def test_a_slow_machine_shrinks_data_first_and_steps_by_whole_outer_iterations()
     assert [change.split()[0] for change in changes][:1] == ["num_real"]
     assert fitted_recipe.num_real < recipe.num_real
     cycle = config.k_psi + config.k_theta + config.k_phi
-    assert fitted_config.max_steps % cycle == 0 and fitted_config.max_steps >= cycle
+    outer_steps = fitted_config.max_steps - config.phi_warmup_steps  # φ's warm-up steps are kept
+    assert outer_steps % cycle == 0 and outer_steps >= cycle
     # the inputs are left alone
     assert recipe.num_eval_episodes == 8 and config.max_steps == 14
 

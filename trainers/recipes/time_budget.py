@@ -166,7 +166,10 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
             # the head's input: one forward pass over every training trajectory (real, and synthetic for BOOST)
             embedded = train_episodes * (2 if method == "boost" else 1) * config.max_length
             stages[f"{method}/{EMBEDDING_STAGE}"] = embedded / (speed.training_tokens_per_s * EMBEDDING_EFFICIENCY)
-        train = sum(PHASE_COST[phase] * count for phase, count in phases.items()) * step_seconds
+        # a φ step ranks phi_batch_size rows (default: the micro-batch): its cost grows with them
+        phi_width = (config.phi_batch_size or config.per_device_train_batch_size) / config.per_device_train_batch_size
+        cost = {**PHASE_COST, "phi": PHASE_COST["phi"] * max(1.0, phi_width)}
+        train = sum(cost[phase] * count for phase, count in phases.items()) * step_seconds
         stages[f"{method}/train"] = train + PER_METHOD_OVERHEAD_S
         if not recipe.skip_eval:
             turns = recipe.eval_max_turns or 10
