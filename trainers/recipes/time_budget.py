@@ -156,6 +156,9 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
     tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_length
     step_seconds = tokens_per_step / (speed.training_tokens_per_s * TRAINING_EFFICIENCY)
     bilevel_steps = config.max_steps
+    # a φ step ranks phi_batch_size rows (default: the micro-batch): its cost grows with them
+    phi_width = (config.phi_batch_size or config.per_device_train_batch_size) / config.per_device_train_batch_size
+    cost = {**PHASE_COST, "phi": PHASE_COST["phi"] * max(1.0, phi_width)}
     for method in methods:
         steps = bilevel_steps
         if method in ("vanilla", "vanilla_synthetic") and recipe.match_theta_updates:
@@ -166,9 +169,6 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
             # the head's input: one forward pass over every training trajectory (real, and synthetic for BOOST)
             embedded = train_episodes * (2 if method == "boost" else 1) * config.max_length
             stages[f"{method}/{EMBEDDING_STAGE}"] = embedded / (speed.training_tokens_per_s * EMBEDDING_EFFICIENCY)
-        # a φ step ranks phi_batch_size rows (default: the micro-batch): its cost grows with them
-        phi_width = (config.phi_batch_size or config.per_device_train_batch_size) / config.per_device_train_batch_size
-        cost = {**PHASE_COST, "phi": PHASE_COST["phi"] * max(1.0, phi_width)}
         train = sum(cost[phase] * count for phase, count in phases.items()) * step_seconds
         stages[f"{method}/train"] = train + PER_METHOD_OVERHEAD_S
         if not recipe.skip_eval:
@@ -200,7 +200,7 @@ def fit_to_budget(
     """
     recipe, config, fixed = copy.copy(recipe), copy.deepcopy(config), set(fixed)
     changes: list[str] = []
-    cycle = config.k_psi + config.k_theta + config.k_phi
+    cycle = config.outer_length
     warmup = config.phi_warmup_steps  # φ's warm-up steps stay; whole outer iterations go
 
     def total() -> float:
