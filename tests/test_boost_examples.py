@@ -198,6 +198,7 @@ def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     assert cells[:2] == ["Twenty Questions", "High"]
     assert cells[3] == cells[4] == "n/a" and "±" in cells[2] and "±" in cells[5]
     assert "Bilevel Only vs Vanilla: not run" in table  # the claims' verdicts name what is missing
+
     assert (out / "table1.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert set(results["seeds"]) == {"0", "1"}
@@ -216,6 +217,19 @@ def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     finally:
         sys.argv = old_argv
     assert json.loads((out / "results.json").read_text()) == results
+
+    # a later run of another synthetic-data method in the same folder trains on the same self-play set
+    cell = out / "seed0" / "twenty_questions" / "high"
+    argv[argv.index("--methods") + 1 : argv.index("--regimes")] = ["vanilla_synthetic"]
+    argv[argv.index("--seeds") + 1 : argv.index("--output_dir")] = ["0"]
+    old_argv, sys.argv = sys.argv, argv
+    try:
+        reproduce_table1.main()
+    finally:
+        sys.argv = old_argv
+    assert (cell / "boost" / "synthetic_trajectories").is_dir()
+    assert (cell / "vanilla_synthetic" / "eval.md").is_file()
+    assert not (cell / "vanilla_synthetic" / "synthetic_trajectories").exists()
 
 
 def test_weight_benchmark_corrupts_built_in_environment_episodes():
