@@ -198,7 +198,6 @@ def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     assert cells[:2] == ["Twenty Questions", "High"]
     assert cells[3] == cells[4] == "n/a" and "±" in cells[2] and "±" in cells[5]
     assert "Bilevel Only vs Vanilla: not run" in table  # the claims' verdicts name what is missing
-
     assert (out / "table1.png").is_file()
     results = json.loads((out / "results.json").read_text())
     assert set(results["seeds"]) == {"0", "1"}
