@@ -270,3 +270,44 @@ def test_method_finetune_trains_the_methods_with_lora_over_fully_fine_tuned_sft_
 
     everything_lora = run_with("--finetune", "lora")
     assert everything_lora.peft_config() is not None and everything_lora.method_finetune() == "lora"
+
+
+def test_strong_sft_lr_trains_only_the_strong_model_at_its_own_rate(tmp_path, monkeypatch):
+    import trl
+
+    from trainers.recipes import weak_to_strong as setup
+    from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
+
+    parser = setup.build_parser("x")
+
+    def run_with(*argv):
+        run = object.__new__(WeakToStrongRun)  # options only: no environment, no models
+        run.args = setup.finish_options(parser.parse_args([*argv, "--output-dir", str(tmp_path)]))
+        run.seed = 0
+        return run
+
+    default, slower = run_with(), run_with("--strong-sft-lr", "5e-5")
+    assert "strong_sft_lr" not in default.strong_sft_options()  # stages cached before the option still match
+    assert slower.strong_sft_options() == {**default.strong_sft_options(), "strong_sft_lr": 5e-5}
+
+    rates = []
+
+    class RecordingTrainer:  # stands in for TRL's SFTTrainer: what learning rate would it train at?
+        def __init__(self, model, args, **kwargs):
+            rates.append(args.learning_rate)
+
+        def train(self):
+            pass
+
+    monkeypatch.setattr(trl, "SFTTrainer", RecordingTrainer)
+    monkeypatch.setattr(WeakToStrongRun, "save_trained", lambda *a: None)
+    monkeypatch.setattr("trainers.mcts_distill_trainer.tokenize_for_sft", lambda rows, tok, max_length: rows)
+    monkeypatch.setattr(setup, "load_weak", lambda name: (None, None))
+    monkeypatch.setattr(setup, "load_strong", lambda strong, weak: ((None, None), "strong"))
+    slower.expert = lambda: []
+    slower.cache = StageCache(tmp_path / "seed-0", log=lambda _: None)
+    slower.weak_sft()
+    slower.strong_sft()
+    assert rates == [pytest.approx(2e-4), pytest.approx(5e-5)]  # weak at --sft-lr, strong at its own
+    saved = json.loads((tmp_path / "seed-0" / "strong_sft" / "stage.json").read_text())
+    assert saved["options"]["strong_sft_lr"] == 5e-5

@@ -206,6 +206,13 @@ def build_parser(description: str, env: str = "scienceworld") -> argparse.Argume
         help="SFT learning rate, cosine (the paper: LoRA r=64 at 1e-5 with batch 32 on 7B/13B models)",
     )
     add("--sft-batch-size", type=int, default=1, help="trajectories per SFT optimizer step (paper: 32)")
+    add(
+        "--strong-sft-lr",
+        type=float,
+        default=None,
+        help="the strong model's SFT learning rate when it should differ from --sft-lr (a 270M model fully "
+        "fine-tuned one trajectory per step is less stable at the weak model's rate). Default: --sft-lr",
+    )
     add("--dpo-epochs", type=float, default=1.0, help="Tree-DPO / ETO epochs over the pairs")
     add("--dpo-lr", type=float, default=1e-5, help="Tree-DPO / ETO learning rate, one pair per step (paper: 2e-5)")
     add("--dpo-beta", type=float, default=0.1, help="DPO beta (paper: 0.1; 0.5 was worse)")

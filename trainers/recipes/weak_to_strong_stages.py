@@ -145,8 +145,8 @@ class WeakToStrongRun:
             gradient_checkpointing=False,
         )
 
-    def sft(self, model, tokenizer, rows, folder: Path, *, epochs: float):
-        """SFT on trajectory rows (loss on assistant turns only), one trajectory per sequence."""
+    def sft(self, model, tokenizer, rows, folder: Path, *, epochs: float, learning_rate: float | None = None):
+        """SFT on trajectory rows (loss on assistant turns only), one per sequence, at ``--sft-lr`` unless given."""
         from trl import SFTConfig, SFTTrainer
 
         from trainers.mcts_distill_trainer import tokenize_for_sft
@@ -156,7 +156,7 @@ class WeakToStrongRun:
         config = SFTConfig(
             output_dir=str(folder / "trainer"),
             num_train_epochs=epochs,
-            learning_rate=a.sft_lr,
+            learning_rate=a.sft_lr if learning_rate is None else learning_rate,
             lr_scheduler_type="cosine",
             **{**self.training_args(), "per_device_train_batch_size": a.sft_batch_size},
         )
@@ -204,9 +204,21 @@ class WeakToStrongRun:
             setup.seed_everything(self.seed)
             (model, tokenizer), name = setup.load_strong(self.args.strong, self.args.weak)
             print(f"[sft] strong model {name} on {len(self.expert())} expert trajectories")
-            self.sft(model, tokenizer, self.expert(), folder, epochs=self.args.sft_epochs)
+            self.sft(
+                model,
+                tokenizer,
+                self.expert(),
+                folder,
+                epochs=self.args.sft_epochs,
+                learning_rate=self.args.strong_sft_lr,
+            )
 
-        return self.cache.run("strong_sft", build, lambda f: f, self.options("strong", *_SFT_OPTIONS))
+        return self.cache.run("strong_sft", build, lambda f: f, self.strong_sft_options())
+
+    def strong_sft_options(self) -> dict:
+        # named only when set, so that strong SFT stages cached before the option existed still match
+        strong_lr = ("strong_sft_lr",) if self.args.strong_sft_lr is not None else ()
+        return self.options("strong", *_SFT_OPTIONS, *strong_lr)
 
     def explore(self) -> list[dict]:
         from trainers.envs.exploration import explore
