@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from trainers.evaluation.metrics import mean_and_stderr
 from trainers.recipes import weak_to_strong as setup
 from trainers.recipes.weak_to_strong_cache import read_json
 from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
@@ -56,15 +57,11 @@ METHOD_TITLES = {
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error (sample standard deviation / sqrt(n)); s.e. 0 for fewer than 2 values."""
-    values = [float(v) for v in values]
+    """Mean and standard error of the mean; s.e. 0 (not nan) for one value, so a one-episode report stays JSON."""
     if not values:
         raise ValueError("mean_stderr of no values")
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(variance / len(values))
+    mean, stderr = mean_and_stderr(values)
+    return mean, 0.0 if math.isnan(stderr) else stderr
 
 
 def summarize(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
