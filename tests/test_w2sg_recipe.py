@@ -244,17 +244,20 @@ def test_a_sweep_writes_its_own_report_and_keeps_the_study_report():
     assert report_name(Namespace(eval_split="test", variant="plain-dpo")) == "results-plain-dpo"
 
 
-def test_method_finetune_trains_the_methods_with_lora_over_fully_fine_tuned_sft_stages(tmp_path):
+def _options_only_run(tmp_path, *argv):
+    """A study run built from command-line options alone: no environment, no models."""
     from trainers.recipes import weak_to_strong as setup
     from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
 
-    parser = setup.build_parser("x")
+    run = object.__new__(WeakToStrongRun)
+    run.args = setup.finish_options(setup.build_parser("x").parse_args([*argv, "--output-dir", str(tmp_path)]))
+    run.seed = 0
+    return run
 
+
+def test_method_finetune_trains_the_methods_with_lora_over_fully_fine_tuned_sft_stages(tmp_path):
     def run_with(*argv):
-        run = object.__new__(WeakToStrongRun)  # options only: no environment, no models
-        run.args = setup.finish_options(parser.parse_args([*argv, "--output-dir", str(tmp_path)]))
-        run.seed = 0
-        return run
+        return _options_only_run(tmp_path, *argv)
 
     default = run_with()
     assert default.peft_config() is None and default.peft_config(default.method_finetune()) is None
@@ -278,13 +281,8 @@ def test_strong_sft_lr_trains_only_the_strong_model_at_its_own_rate(tmp_path, mo
     from trainers.recipes import weak_to_strong as setup
     from trainers.recipes.weak_to_strong_stages import WeakToStrongRun
 
-    parser = setup.build_parser("x")
-
     def run_with(*argv):
-        run = object.__new__(WeakToStrongRun)  # options only: no environment, no models
-        run.args = setup.finish_options(parser.parse_args([*argv, "--output-dir", str(tmp_path)]))
-        run.seed = 0
-        return run
+        return _options_only_run(tmp_path, *argv)
 
     default, slower = run_with(), run_with("--strong-sft-lr", "5e-5")
     assert "strong_sft_lr" not in default.strong_sft_options()  # stages cached before the option still match
