@@ -177,6 +177,7 @@ def test_study_defaults_have_the_sizes_the_claims_need(tmp_path):
     assert len(setup._csv(args.task_names)) * args.train_variations >= 20 and args.explore_samples == 6
     assert args.test_episodes == 64 and len(args.seed_list) == 2
     assert args.method_list == list(setup.METHODS) and args.dpo_nll_weight > 0
+    assert args.strong_sft_lr < args.sft_lr  # the strong model's own, lower rate (chosen on dev tasks)
 
 
 def test_options_are_checked(tmp_path):
@@ -284,8 +285,10 @@ def test_strong_sft_lr_trains_only_the_strong_model_at_its_own_rate(tmp_path, mo
     def run_with(*argv):
         return _options_only_run(tmp_path, *argv)
 
-    default, slower = run_with(), run_with("--strong-sft-lr", "5e-5")
-    assert "strong_sft_lr" not in default.strong_sft_options()  # stages cached before the option still match
+    default, same, slower = run_with(), run_with("--strong-sft-lr", "2e-4"), run_with("--strong-sft-lr", "5e-5")
+    # stages cached before the option existed (strong model at --sft-lr) still match
+    assert "strong_sft_lr" not in default.strong_sft_options()
+    assert same.strong_sft_options() == default.strong_sft_options()
     assert slower.strong_sft_options() == {**default.strong_sft_options(), "strong_sft_lr": 5e-5}
 
     rates = []

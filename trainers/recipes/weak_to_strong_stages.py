@@ -216,8 +216,9 @@ class WeakToStrongRun:
         return self.cache.run("strong_sft", build, lambda f: f, self.strong_sft_options())
 
     def strong_sft_options(self) -> dict:
-        # named only when set, so that strong SFT stages cached before the option existed still match
-        strong_lr = ("strong_sft_lr",) if self.args.strong_sft_lr is not None else ()
+        # named only when it changes the rate, so that stages cached before the option existed still match
+        own_rate = self.args.strong_sft_lr not in (None, self.args.sft_lr)
+        strong_lr = ("strong_sft_lr",) if own_rate else ()
         return self.options("strong", *_SFT_OPTIONS, *strong_lr)
 
     def explore(self) -> list[dict]:
