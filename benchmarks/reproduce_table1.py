@@ -247,6 +247,21 @@ def plot(results: dict, envs, regimes, path: Path) -> None:
     os.replace(temporary, path)
 
 
+def finished_cell(cell_dir: Path, method: str) -> dict | None:
+    """The fields of a cell that finished in ``cell_dir`` (its own ``results.json``), or None.
+
+    Lets a folder whose ``results.json`` was lost, or into which finished cells were copied from a
+    run with the same settings, reuse them instead of training again.
+    """
+    path = cell_dir / "results.json"
+    if not path.is_file():
+        return None
+    cell = json.loads(path.read_text())
+    if cell.get("method") != method or "eval" not in cell:
+        return None
+    return {k: cell[k] for k in CELL_FIELDS if k in cell}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--envs", nargs="+", default=["twenty_questions", "car_dealer"], choices=list(ENV_TITLES))
@@ -299,6 +314,9 @@ def main() -> None:
                 for method in order:
                     cell_dir = out / f"seed{seed}" / env / regime / method
                     done = seed_results.get(env, {}).get(regime, {}).get(method)
+                    if not (done and "eval" in done) and (done := finished_cell(cell_dir, method)):
+                        seed_results.setdefault(env, {}).setdefault(regime, {})[method] = done
+                        write_text_atomically(results_file, json.dumps(results, indent=2))
                     if done and "eval" in done:
                         print(f"[table1] seed {seed} {env}/{regime}/{method}: reusing {fmt(done['eval'])}")
                     else:

@@ -3,6 +3,7 @@ the numbers are not): data, category split, self-play synthetic data, bilevel tr
 evaluation, weight analysis, and every saved artifact loaded back."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -216,6 +217,17 @@ def test_reproduce_table1_writes_the_paper_layout(tmp_path, tiny_llama_path):
     finally:
         sys.argv = old_argv
     assert json.loads((out / "results.json").read_text()) == results
+
+    # finished cells copied into another folder (or a folder whose results.json was lost) are reused too
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "results.json").unlink()
+    sys.argv = [*argv[: argv.index("--output_dir") + 1], str(copy), *argv[argv.index("--output_dir") + 2 :]]
+    try:
+        reproduce_table1.main()
+    finally:
+        sys.argv = old_argv
+    assert json.loads((copy / "results.json").read_text()) == results  # same seconds: nothing trained again
 
     # a later run of another synthetic-data method in the same folder trains on the same self-play set
     cell = out / "seed0" / "twenty_questions" / "high"
