@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -244,8 +245,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
     ax.set_xticks(list(xs))
     ax.set_xticklabels([METHOD_TITLES[n] for n in names], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("x100 (mean ± s.e. over test episodes)")
-    ax.set_title(title, fontsize=9)
-    ax.legend()
+    ax.set_title(textwrap.fill(title, 70), fontsize=9)  # the study's title is longer than the figure is wide
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
