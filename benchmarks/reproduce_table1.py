@@ -32,6 +32,9 @@ from trainers.evaluation.metrics import mean_and_stderr
 from trainers.recipes import boost as recipe
 
 #: what each cell keeps in ``results.json``
+#: mean learned weight per group in the per-seed table: by source, then by the scripted player's quality
+#: (real rows, and synthetic rows when the synthetic data is scripted)
+WEIGHT_GROUPS = ("real", "synthetic", "expert", "noisy", "synthetic_expert", "synthetic_noisy")
 CELL_FIELDS = ("eval", "train", "val", "synthetic", "seconds", "theta_updates", "optimizer_steps", "weights")
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 #: the methods that train on self-play data; a (seed, env, regime) generates one set and shares it
@@ -181,7 +184,7 @@ def write_table(results: dict, envs, regimes, out: Path) -> str:
                     weights = cell.get("weights", {}).get("mean_weight")
                     w = " | ".join(
                         "uniform" if weights is None else f"{weights[k]:.3f}" if k in weights else "n/a"
-                        for k in ("real", "synthetic")
+                        for k in WEIGHT_GROUPS
                     )
                     per_seed.append(
                         f"| {ENV_TITLES[env]} | {regime} | {seed} | {METHOD_TITLES[m]} "
@@ -205,8 +208,11 @@ def write_table(results: dict, envs, regimes, out: Path) -> str:
         + table
         + "\n"
         + "\n".join(verdicts)
-        + "\n\n| Environment | Data | seed | method | θ updates | return ± s.e. | success | w real | w synthetic |\n"
-        + "|---|---|---|---|---|---|---|---|---|\n"
+        + "\n\n| Environment | Data | seed | method | θ updates | return ± s.e. | success | "
+        + " | ".join(f"w {group.replace('_', ' ')}" for group in WEIGHT_GROUPS)
+        + " |\n|---|---|---|---|---|---|---|"
+        + "---|" * len(WEIGHT_GROUPS)
+        + "\n"
         + "\n".join(per_seed)
         + "\n"
     )

@@ -272,3 +272,36 @@ def test_recipe_defaults_fine_tune_webshop_fully_and_use_lora_elsewhere():
     assert (recipe.lora_r, config.learning_rate) == (8, 1e-3)
     recipe, config = parse_args("webshop", ["--lora_r", "8", "--learning_rate", "1e-3"])
     assert (recipe.lora_r, config.learning_rate) == (8, 1e-3)  # flags still win
+
+
+def test_scripted_synthetic_data_replays_the_train_tasks_with_known_quality(tmp_path):
+    from trainers.data.splits import check_synthetic_parents
+    from trainers.envs import make_env
+    from trainers.recipes.boost import generate_synthetic, parse_args, weights_by_group
+
+    recipe, config = parse_args(
+        "car_dealer", ["--num_real", "8", "--synthetic_source", "scripted", "--synthetic_noise", "0.25"]
+    )
+    env = make_env("car_dealer")
+    from trainers.recipes.boost import load_real
+
+    train = load_real(recipe, env)
+    synthetic = generate_synthetic(recipe, config, None, None, train, tmp_path, env=env)
+    assert synthetic["task_id"] == train["task_id"]  # one episode per train trajectory, on its task
+    assert set(synthetic["source"]) == {"synthetic"} and all(i.startswith("synthetic-") for i in synthetic["id"])
+    metadata = [json.loads(meta) for meta in synthetic["metadata"]]
+    assert [meta["parent_id"] for meta in metadata] == train["id"]
+    check_synthetic_parents(train, synthetic)  # what the trainer checks before it takes them
+    players = [meta["policy"] for meta in metadata]
+    assert players.count("noisy") == 2 and players.count("expert") == 6  # synthetic_noise 0.25 of 8
+    assert (tmp_path / "synthetic_trajectories").is_dir()
+    groups = weights_by_group(
+        list(train["id"]) + list(synthetic["id"]),
+        list(train["source"]) + list(synthetic["source"]),
+        [1.0] * len(train) + [2.0 if p == "expert" else 0.5 for p in players],
+    )
+    assert groups["synthetic_expert"] == [2.0] * 6 and groups["synthetic_noisy"] == [0.5] * 2
+    assert len(groups["expert"]) + len(groups["noisy"]) == len(groups["real"]) == 8
+
+    with pytest.raises(ValueError, match="not in the car_dealer environment"):
+        generate_synthetic(recipe, config, None, None, train.map(lambda r: {"task_id": "nope"}), tmp_path, env=env)

@@ -42,7 +42,7 @@ from transformers import TrainerCallback
 
 from .. import hardware
 from ..boost.config import METHODS, BilevelReweightConfig
-from ..data.schema import to_dataset
+from ..data.schema import metadata_of, to_dataset
 from .boost_scripted import REAL_BUILDERS, scripted_quality
 from .time_budget import (
     EMBEDDING_STAGE,
@@ -123,6 +123,18 @@ class BoostRecipeArguments:
             "help": "Give the uniform-weight methods as many "
             "optimizer steps as the bilevel schedule gives theta (the same policy budget)."
         },
+    )
+    synthetic_source: str = field(
+        default="self_play",
+        metadata={
+            "help": "Where the synthetic trajectories come from: 'self_play' (the policy's own model plays agent and "
+            "environment, as the paper's generator does) or 'scripted' (the scripted expert and noisy players replay "
+            "each train trajectory's task: synthetic data of known, mixed quality, where part of it is useful).",
+            "choices": ["self_play", "scripted"],
+        },
+    )
+    synthetic_noise: float = field(
+        default=0.5, metadata={"help": "With synthetic_source='scripted': fraction played by the noisy player."}
     )
     synthetic_max_steps: int = field(default=4, metadata={"help": "Agent actions per synthetic episode."})
     synthetic_max_new_tokens: int = field(
@@ -285,12 +297,51 @@ def load_real(recipe: BoostRecipeArguments, env, real_builder: Callable | None =
     return to_dataset(REAL_BUILDERS[recipe.env](env, tasks, recipe.noise, recipe.split_seed, **options))
 
 
+def scripted_synthetic(recipe: BoostRecipeArguments, env, train: datasets.Dataset) -> datasets.Dataset:
+    """One scripted episode per train trajectory, on its task: ``synthetic_noise`` of them by the noisy player.
+
+    The rows are labelled synthetic (``source``, an id starting ``synthetic-``) and keep the player in
+    their id and ``metadata["policy"]``, so the learned weights can be checked against the quality of
+    the synthetic data itself, not only against the real data's.
+    """
+    by_id = {task.task_id: task for task in env.tasks()}
+    missing = sorted({task_id for task_id in train["task_id"] if task_id not in by_id})
+    if missing:
+        raise ValueError(f"scripted synthetic data: train task ids not in the {recipe.env} environment: {missing[:5]}")
+    tasks = [by_id[task_id] for task_id in train["task_id"]]
+    options = {"thoughts": recipe.scripted_thoughts} if recipe.env == "webshop" else {}
+    # a seed of its own, so that the synthetic players are not the real split's draws again
+    rows = REAL_BUILDERS[recipe.env](env, tasks, recipe.synthetic_noise, recipe.split_seed + 7919, **options)
+    for row, parent_id in zip(rows, train["id"]):
+        row["source"] = "synthetic"
+        row["id"] = f"synthetic-{row['id']}"
+        row["metadata"] = {**metadata_of(row), "generator": "scripted", "parent_id": parent_id}
+    return to_dataset(rows)
+
+
 def generate_synthetic(
-    recipe: BoostRecipeArguments, config: BilevelReweightConfig, model, tokenizer, train: datasets.Dataset, out: Path
+    recipe: BoostRecipeArguments,
+    config: BilevelReweightConfig,
+    model,
+    tokenizer,
+    train: datasets.Dataset,
+    out: Path,
+    env=None,
 ) -> datasets.Dataset:
-    """One self-play trajectory per train trajectory (or ``--synthetic_path``), saved under ``out``."""
+    """One synthetic trajectory per train trajectory (or ``--synthetic_path``), saved under ``out``.
+
+    Self-play by ``model`` by default; the scripted players with ``synthetic_source='scripted'`` (needs ``env``).
+    """
     if recipe.synthetic_path:
         return datasets.load_from_disk(recipe.synthetic_path)
+    if recipe.synthetic_source == "scripted":
+        synthetic = scripted_synthetic(recipe, env, train)
+        synthetic.save_to_disk(str(out / "synthetic_trajectories"))
+        noisy = sum(scripted_quality(row_id) == "noisy" for row_id in synthetic["id"])
+        print(f"[data] {len(synthetic)} scripted synthetic trajectories, {noisy} of them by the noisy player")
+        return synthetic
+    if recipe.synthetic_source != "self_play":
+        raise ValueError(f"--synthetic_source must be 'self_play' or 'scripted', got {recipe.synthetic_source!r}")
     from ..boost.synthetic import SyntheticConfig, SyntheticTrajectoryGenerator
 
     # a bf16 copy where bf16 is this device's fast generation precision (several times faster than fp32
@@ -397,6 +448,21 @@ def auc(positive: Sequence[float], negative: Sequence[float]) -> float | None:
     return sum((p > n) + 0.5 * (p == n) for p in positive for n in negative) / (len(positive) * len(negative))
 
 
+def weights_by_group(ids: Sequence[str], sources: Sequence[str], weights: Sequence[float]) -> dict[str, list[float]]:
+    """Learned weights by source (``real``, ``synthetic``) and by the scripted player's quality.
+
+    Real rows go to ``expert`` / ``noisy``; scripted synthetic rows to ``synthetic_expert`` /
+    ``synthetic_noisy``, so the head's ranking of the synthetic data can be checked on its own.
+    """
+    groups: dict[str, list[float]] = defaultdict(list)
+    for row_id, source, weight in zip(ids, sources, weights):
+        groups[source].append(float(weight))
+        quality = scripted_quality(row_id)
+        if quality:
+            groups[quality if source != "synthetic" else f"synthetic_{quality}"].append(float(weight))
+    return groups
+
+
 def analyse(trainer, out: Path, title: str) -> dict[str, Any]:
     """Figure 2 (``weights_analysis/``) plus the mean weight per source and per scripted quality."""
     from ..boost.weight_analysis import analyze_weights
@@ -410,14 +476,12 @@ def analyse(trainer, out: Path, title: str) -> dict[str, Any]:
         title=title,
     )
     weights = trainer.trajectory_weights()
-    groups: dict[str, list[float]] = defaultdict(list)
-    for row_id, source, weight in zip(weights["id"], weights["source"], weights["weight"]):
-        groups[source].append(float(weight))
-        quality = scripted_quality(row_id) if source != "synthetic" else None
-        if quality:
-            groups[quality].append(float(weight))
+    groups = weights_by_group(weights["id"], weights["source"], weights["weight"])
     summary["mean_weight"] = {name: sum(values) / len(values) for name, values in groups.items()}
     summary["auc_expert_over_noisy"] = auc(groups.get("expert", []), groups.get("noisy", []))
+    summary["auc_synthetic_expert_over_noisy"] = auc(
+        groups.get("synthetic_expert", []), groups.get("synthetic_noisy", [])
+    )
     summary["auc_real_over_synthetic"] = auc(groups.get("real", []), groups.get("synthetic", []))
     return summary
 
@@ -473,7 +537,11 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(recipe.env)
     tokenizer = load_tokenizer(recipe.model)
-    needs_self_play = any(m in ("vanilla_synthetic", "boost") for m in methods) and not recipe.synthetic_path
+    needs_self_play = (
+        any(m in ("vanilla_synthetic", "boost") for m in methods)
+        and not recipe.synthetic_path
+        and recipe.synthetic_source == "self_play"
+    )
     # one fp32 copy serves the speed measurement and self-play; neither needs it otherwise
     self_play_model = (
         load_causal_lm(recipe.model, dtype=torch.float32) if needs_self_play or recipe.time_budget_minutes else None
@@ -499,7 +567,9 @@ def run(
     data: dict[str, Any] = {"train": splits["train"], "val": splits["val"], "synthetic": None}
     if any(m in ("vanilla_synthetic", "boost") for m in methods):
         with timer(SELF_PLAY_STAGE):
-            data["synthetic"] = generate_synthetic(recipe, config, self_play_model, tokenizer, data["train"], out)
+            data["synthetic"] = generate_synthetic(
+                recipe, config, self_play_model, tokenizer, data["train"], out, env=env
+            )
     del self_play_model
     results: dict[str, Any] = {
         "env": recipe.env,
@@ -656,6 +726,8 @@ __all__ = [
     "parse_args",
     "results_table",
     "run",
+    "scripted_synthetic",
     "small_scale_defaults",
     "theta_updates",
+    "weights_by_group",
 ]
