@@ -671,8 +671,13 @@ def plot_comparison(results: dict[str, Any], path: Path) -> None:
     )
     axes[0].set_xticks(range(len(methods)), methods, fontsize=8)
     axes[0].set_ylabel("live return ± s.e.")
-    groups = ["real", "synthetic", "expert", "noisy"]
-    for offset, method in enumerate(m for m in methods if "weights" in results["methods"][m]):
+    weighted = [m for m in methods if "weights" in results["methods"][m]]
+    groups = ["real", "synthetic", "expert", "noisy"] + [
+        g
+        for g in ("synthetic_expert", "synthetic_noisy")
+        if any(g in results["methods"][m]["weights"]["mean_weight"] for m in weighted)
+    ]
+    for offset, method in enumerate(weighted):
         mean = results["methods"][method]["weights"]["mean_weight"]
         axes[1].bar(
             [g + 0.35 * offset for g in range(len(groups))],
@@ -681,7 +686,7 @@ def plot_comparison(results: dict[str, Any], path: Path) -> None:
             label=method,
         )
     axes[1].axhline(1.0, color="gray", linestyle=":", linewidth=0.8)
-    axes[1].set_xticks(range(len(groups)), groups, fontsize=8)
+    axes[1].set_xticks(range(len(groups)), [g.replace("synthetic_", "syn. ") for g in groups], fontsize=8)
     axes[1].set_ylabel("mean learned weight (1 = uniform)")
     axes[1].legend(fontsize=8)
     figure.suptitle(f"BOOST recipe on {results['env']}")
