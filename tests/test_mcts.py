@@ -86,8 +86,17 @@ def test_best_path_rows_are_schema_rows_for_sft():
         "kitchen",
         "Action: heat water",
     ]
-    assert kept[0]["rewards"] == [0.0, 1.0] and kept[0]["source"] == "mcts"
+    assert kept[0]["rewards"] == [0.0, 1.0] and kept[0]["source"] == "mcts" and kept[0]["success"]
     assert len(best_path_rows(results, min_path_value=None)) == 2
+
+    # a best path that ends at partial credit is kept for SFT but not labelled a success
+    partial = [
+        trajectory("p", [(INSTR, "", "look"), ("kitchen", "", "heat water")], 0.5, id="d"),
+        trajectory("p", [(INSTR, "", "look"), ("kitchen", "", "open door")], 0.25, id="e"),
+    ]
+    partial_results = run_mcts(build_forest(partial, embedder=FakeEmbedder(), show_progress=False), iterations=50)
+    (row,) = best_path_rows(partial_results)
+    assert row["rewards"][-1] == 0.5 and not row["success"]
 
 
 def test_bad_arguments():

@@ -168,6 +168,8 @@ def best_path_rows(
                     id=f"mcts-{tree.task_id}" + (f"-{rank}" if rank else ""),
                     task_id=tree.task_id,
                     source="mcts",
+                    # a full outcome only: a path that ends at partial credit (0.58) is no success
+                    success=value >= 1.0,
                     metadata={
                         "score": value,
                         "rank": rank,
