@@ -31,10 +31,10 @@ from trainers.checkpointing import write_text_atomically
 from trainers.evaluation.metrics import mean_and_stderr
 from trainers.recipes import boost as recipe
 
-#: what each cell keeps in ``results.json``
 #: mean learned weight per group in the per-seed table: by source, then by the scripted player's quality
 #: (real rows, and synthetic rows when the synthetic data is scripted)
 WEIGHT_GROUPS = ("real", "synthetic", "expert", "noisy", "synthetic_expert", "synthetic_noisy")
+#: what each cell keeps in ``results.json``
 CELL_FIELDS = ("eval", "train", "val", "synthetic", "seconds", "theta_updates", "optimizer_steps", "weights")
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 #: the methods that train on self-play data; a (seed, env, regime) generates one set and shares it

@@ -162,6 +162,11 @@ class BoostRecipeArguments:
     )
     profile: bool = field(default=True, metadata={"help": "Print the wall time of every stage at the end."})
 
+    @property
+    def generates_self_play(self) -> bool:
+        """Whether the synthetic data needs a self-play run (not a saved set, not the scripted players)."""
+        return self.synthetic_source == "self_play" and not self.synthetic_path
+
 
 #: the examples' old name for the recipe arguments
 ExampleArguments = BoostRecipeArguments
@@ -537,11 +542,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(recipe.env)
     tokenizer = load_tokenizer(recipe.model)
-    needs_self_play = (
-        any(m in ("vanilla_synthetic", "boost") for m in methods)
-        and not recipe.synthetic_path
-        and recipe.synthetic_source == "self_play"
-    )
+    needs_self_play = recipe.generates_self_play and any(m in ("vanilla_synthetic", "boost") for m in methods)
     # one fp32 copy serves the speed measurement and self-play; neither needs it otherwise
     self_play_model = (
         load_causal_lm(recipe.model, dtype=torch.float32) if needs_self_play or recipe.time_budget_minutes else None
