@@ -277,14 +277,12 @@ def test_recipe_defaults_fine_tune_webshop_fully_and_use_lora_elsewhere():
 def test_scripted_synthetic_data_replays_the_train_tasks_with_known_quality(tmp_path):
     from trainers.data.splits import check_synthetic_parents
     from trainers.envs import make_env
-    from trainers.recipes.boost import generate_synthetic, parse_args, weights_by_group
+    from trainers.recipes.boost import generate_synthetic, load_real, parse_args, weights_by_group
 
     recipe, config = parse_args(
         "car_dealer", ["--num_real", "8", "--synthetic_source", "scripted", "--synthetic_noise", "0.25"]
     )
     env = make_env("car_dealer")
-    from trainers.recipes.boost import load_real
-
     train = load_real(recipe, env)
     synthetic = generate_synthetic(recipe, config, None, None, train, tmp_path, env=env)
     assert synthetic["task_id"] == train["task_id"]  # one episode per train trajectory, on its task
