@@ -104,6 +104,9 @@ def test_half_corrupted_never_labels_an_unchanged_episode_corrupted():
     # a shuffle of one exchange changes nothing: no row may be called corrupted
     with pytest.raises(UncorruptibleError, match="shuffled"):
         half_corrupted(one_exchange, "shuffled", seed=0)
+    # nor can a truncation cut one exchange short (a wrong turn claiming success is false_reward's corruption)
+    with pytest.raises(UncorruptibleError, match="truncated"):
+        half_corrupted(one_exchange, "truncated", seed=0, wrong_actions=["I can go down to $52,600."])
     # a failing substitute action that claims the success reward does change them
     bad = half_corrupted(one_exchange, "false_reward", seed=0, wrong_actions=["I can go down to $52,600."])
     corrupted = [row for row in bad if quality_of(row) == "false_reward"]

@@ -16,7 +16,8 @@ self-play data goes wrong (BOOST section 3: synthetic episodes the same LLM play
   rewards kept;
 * ``truncated``: the episode stops early, at an agent turn that goes wrong (an answer changed, as
   when a simulated environment ends an episode at the agent's mistake), and that last kept turn
-  carries the final reward of a success, as if the episode had been completed there. A truncation
+  carries the final reward of a success, as if the episode had been completed there (an episode of
+  one agent turn has nothing to cut: :class:`UncorruptibleError`). A truncation
   that keeps the true return (e.g. the first exchange with the return that followed it) is not a
   corruption for an offline RL learner: that return *is* the kept action's return-to-go.
 
@@ -173,9 +174,14 @@ def corrupt(
             if [m["content"] for m in messages] != original:
                 break
     else:  # truncated
-        # stop at a turn before the last (the last one when there is only one) and make it wrong
+        # stop at a turn before the last and make it wrong
         turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        cut = rng.choice(turns[:-1] or turns)
+        if len(turns) < 2:
+            # nothing to cut: a wrong single turn that claims success is what false_reward already makes
+            raise UncorruptibleError(
+                f"kind='truncated' needs 2 or more agent turns; row {row.get('id', '')!r} has {len(turns)}"
+            )
+        cut = rng.choice(turns[:-1])
         kept = turns.index(cut) + 1
         messages[cut]["content"] = _wrong_action(messages[cut]["content"], messages, row, wrong_actions, rng)
         messages = messages[: cut + 1]
@@ -229,20 +235,27 @@ def half_corrupted(
         if i not in chosen:
             out.append(dict(row))
             continue
-        for _ in range(21):
-            bad = corrupt(row, kind, rng, foreign_rows=foreign_rows, **kwargs)
-            changed = bad["messages"] != row["messages"] or list(bad["rewards"]) != list(row["rewards"])
-            if changed and (is_faithful is None or not is_faithful(bad)):
-                out.append(bad)
-                break
-        else:
-            out.append(dict(row))  # this episode cannot be corrupted this way: it stays faithful, labelled so
+        bad = _draw_corruption(row, kind, rng, is_faithful, foreign_rows=foreign_rows, **kwargs)
+        out.append(bad or dict(row))  # an episode that cannot be corrupted this way stays faithful, labelled so
     if chosen and all(quality_of(row) == "faithful" for row in out):
         raise UncorruptibleError(
             f"kind={kind!r} changes none of the {len(rows)} rows (e.g. a shuffle or another task's "
             "observations cannot change episodes of one exchange)"
         )
     return out
+
+
+def _draw_corruption(row, kind, rng, is_faithful, **kwargs) -> dict[str, Any] | None:
+    """A corrupted copy of ``row`` that differs from it and is really wrong, in up to 21 draws; else None."""
+    for _ in range(21):
+        try:
+            bad = corrupt(row, kind, rng, **kwargs)
+        except UncorruptibleError:
+            return None
+        changed = bad["messages"] != row["messages"] or list(bad["rewards"]) != list(row["rewards"])
+        if changed and (is_faithful is None or not is_faithful(bad)):
+            return bad
+    return None
 
 
 def quality_of(row: dict[str, Any]) -> str:
