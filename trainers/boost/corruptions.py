@@ -239,8 +239,8 @@ def half_corrupted(
         out.append(bad or dict(row))  # an episode that cannot be corrupted this way stays faithful, labelled so
     if chosen and all(quality_of(row) == "faithful" for row in out):
         raise UncorruptibleError(
-            f"kind={kind!r} changes none of the {len(rows)} rows (e.g. a shuffle or another task's "
-            "observations cannot change episodes of one exchange)"
+            f"kind={kind!r} changes none of the {len(rows)} rows (e.g. a shuffle, another task's "
+            "observations or a truncation cannot change episodes of one exchange)"
         )
     return out
 
