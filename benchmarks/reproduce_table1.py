@@ -27,6 +27,7 @@ import math
 import os
 from pathlib import Path
 
+from trainers.boost.config import SYNTHETIC_METHODS
 from trainers.checkpointing import write_text_atomically
 from trainers.evaluation.metrics import mean_and_stderr
 from trainers.recipes import boost as recipe
@@ -37,8 +38,6 @@ WEIGHT_GROUPS = ("real", "synthetic", "expert", "noisy", "synthetic_expert", "sy
 #: what each cell keeps in ``results.json``
 CELL_FIELDS = ("eval", "train", "val", "synthetic", "seconds", "theta_updates", "optimizer_steps", "weights")
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
-#: the methods that train on self-play data; a (seed, env, regime) generates one set and shares it
-SYNTHETIC_METHODS = ("vanilla_synthetic", "boost")
 METHOD_TITLES = {
     "vanilla": "Vanilla",
     "vanilla_synthetic": "Vanilla+Syn",

@@ -11,6 +11,8 @@ METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 AUX_MODES = ("shared_backbone", "separate_adapters")
 PHI_SIGNALS = ("val_alignment", "paper")
 EMBEDDING_POOLINGS = ("action_mean_nll", "action_mean", "mean", "last_token")
+#: the methods that train on synthetic data as well as real
+SYNTHETIC_METHODS = ("vanilla_synthetic", "boost")
 
 
 def _help(text: str, choices: tuple[str, ...] | None = None) -> dict:
@@ -290,7 +292,7 @@ class BilevelReweightConfig(OfflineRLConfig):
 
     @property
     def uses_synthetic(self) -> bool:
-        return self.method in ("vanilla_synthetic", "boost")
+        return self.method in SYNTHETIC_METHODS
 
     @property
     def schedule(self) -> tuple[int, int, int, int]:

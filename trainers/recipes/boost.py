@@ -41,7 +41,7 @@ import torch
 from transformers import TrainerCallback
 
 from .. import hardware
-from ..boost.config import METHODS, BilevelReweightConfig
+from ..boost.config import METHODS, SYNTHETIC_METHODS, BilevelReweightConfig
 from ..data.schema import metadata_of, to_dataset
 from .boost_scripted import REAL_BUILDERS, scripted_quality
 from .time_budget import (
@@ -162,10 +162,10 @@ class BoostRecipeArguments:
     )
     profile: bool = field(default=True, metadata={"help": "Print the wall time of every stage at the end."})
 
-    @property
-    def generates_self_play(self) -> bool:
-        """Whether the synthetic data needs a self-play run (not a saved set, not the scripted players)."""
-        return self.synthetic_source == "self_play" and not self.synthetic_path
+    def needs_self_play(self, methods: Sequence[str]) -> bool:
+        """Whether ``methods`` need a self-play run for their synthetic data (not a saved set, not scripted players)."""
+        uses_synthetic = any(m in SYNTHETIC_METHODS for m in methods)
+        return uses_synthetic and self.synthetic_source == "self_play" and not self.synthetic_path
 
 
 #: the examples' old name for the recipe arguments
@@ -542,7 +542,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(recipe.env)
     tokenizer = load_tokenizer(recipe.model)
-    needs_self_play = recipe.generates_self_play and any(m in ("vanilla_synthetic", "boost") for m in methods)
+    needs_self_play = recipe.needs_self_play(methods)
     # one fp32 copy serves the speed measurement and self-play; neither needs it otherwise
     self_play_model = (
         load_causal_lm(recipe.model, dtype=torch.float32) if needs_self_play or recipe.time_budget_minutes else None
@@ -566,7 +566,7 @@ def run(
         )
     print(splits.split_report if hasattr(splits, "split_report") else splits)
     data: dict[str, Any] = {"train": splits["train"], "val": splits["val"], "synthetic": None}
-    if any(m in ("vanilla_synthetic", "boost") for m in methods):
+    if any(m in SYNTHETIC_METHODS for m in methods):
         with timer(SELF_PLAY_STAGE):
             data["synthetic"] = generate_synthetic(
                 recipe, config, self_play_model, tokenizer, data["train"], out, env=env
@@ -620,7 +620,7 @@ def run(
 def compare(
     recipe: BoostRecipeArguments,
     config: BilevelReweightConfig,
-    methods: Sequence[str] = ("vanilla_synthetic", "boost"),
+    methods: Sequence[str] = SYNTHETIC_METHODS,
     real_builder: Callable | None = None,
 ) -> dict[str, Any]:
     """:func:`run` for several methods on the same data and θ-update budget, side by side."""

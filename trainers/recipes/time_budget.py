@@ -149,7 +149,7 @@ def predict_seconds(recipe, config, methods: Sequence[str], speed: MachineSpeed)
     # the category split puts about train_category_fraction of the episodes in train (val is cut from the rest)
     train_episodes = max(1, round(recipe.num_real * recipe.train_category_fraction))
     stages: dict[str, float] = {}
-    if recipe.generates_self_play and any(m in ("vanilla_synthetic", "boost") for m in methods):
+    if recipe.needs_self_play(methods):
         # each step: one agent turn and one simulated observation of twice the length
         new_tokens = train_episodes * recipe.synthetic_max_steps * 3 * recipe.synthetic_max_new_tokens
         stages[SELF_PLAY_STAGE] = new_tokens / (speed.generation_tokens_per_s * SELF_PLAY_EFFICIENCY)
