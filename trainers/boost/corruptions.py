@@ -134,6 +134,7 @@ def corrupt(
     1 on the last turn, 0 before), which ``false_reward``, ``rule_breaking`` and ``truncated`` claim.
     ``wrong_actions``: valid but failing actions that ``false_reward`` and ``truncated`` substitute
     (e.g. a noisy policy's turns); default: the episode's other answers and the rule task's answers.
+    Raises :class:`UncorruptibleError` for ``truncated`` on an episode of one agent turn.
     """
     if kind not in CORRUPTIONS:
         raise ValueError(f"kind must be one of {', '.join(CORRUPTIONS)}, got {kind!r}")
