@@ -156,6 +156,16 @@ def test_phi_warmup_needs_the_alignment_signal(tmp_path):
         _args(tmp_path, phi_warmup_steps=-1)
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_embeddings_run_in_bf16_only_where_the_run_and_the_hardware_choose_it(
+    tmp_path, tiny_llama, tiny_tokenizer, data, monkeypatch, bf16
+):
+    monkeypatch.setenv("TRAINERS_PRECISION_EMBEDDING", "bf16")  # as a CPU with native bf16 would choose
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, bf16=bf16)
+    assert trainer.embedding_dtype == (torch.bfloat16 if bf16 else torch.float32)
+    assert trainer.embeddings.dtype == torch.float32
+
+
 def test_weights_uniform_at_start_and_sum_to_one(tmp_path, tiny_llama, tiny_tokenizer, data):
     trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data)
     assert len(trainer.training_rows) == 16 and int(trainer.is_synthetic.sum()) == 8

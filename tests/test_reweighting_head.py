@@ -1,12 +1,13 @@
 """Reweighting head (uniform start, softmax per batch, save/load, mismatch errors) and the embedding cache."""
 
+import hashlib
 import json
 
 import pytest
 import torch
 
 from trainers.data.schema import make_trajectory
-from trainers.embedding_cache import TrajectoryEmbeddingCache, model_fingerprint
+from trainers.embedding_cache import CACHE_FORMAT_VERSION, TrajectoryEmbeddingCache, model_fingerprint
 from trainers.modeling.reweighting_head import ReweightingHead, ReweightingHeadMismatchError, effective_sample_size
 
 
@@ -101,6 +102,26 @@ def test_embedding_cache_is_reused_without_forward(tmp_path, tiny_llama, tiny_to
     third.embed(tiny_llama, tiny_tokenizer, rows[:3], model_id="tiny", show_progress=False)
     assert third.forward_passes == 2
     assert len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_bf16_embeddings_run_under_autocast_and_have_their_own_cache_file(tmp_path, tiny_llama, tiny_tokenizer):
+    rows = _rows(3)
+    seen = []
+    hook = tiny_llama.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    fp32 = TrajectoryEmbeddingCache(tmp_path, batch_size=3, pooling="action_mean_nll")
+    bf16 = TrajectoryEmbeddingCache(tmp_path, batch_size=3, pooling="action_mean_nll", dtype=torch.bfloat16)
+    exact = fp32.embed(tiny_llama, tiny_tokenizer, rows, model_id="tiny", show_progress=False)
+    fast = bf16.embed(tiny_llama, tiny_tokenizer, rows, model_id="tiny", show_progress=False)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    assert bf16.forward_passes == 1  # the fp32 file is not reused for a bf16 request
+    assert fast.dtype == torch.float32 and len(list(tmp_path.glob("*.safetensors"))) == 2
+    assert torch.nn.functional.cosine_similarity(exact[:, :-2], fast[:, :-2]).min() > 0.99
+    # fp32 keeps the key it had before a precision could be chosen (caches written then stay valid)
+    before = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|tiny|f|d|1024|action_mean_nll".encode()).hexdigest()[:24]
+    assert fp32.key("tiny", "f", "d") == before != bf16.key("tiny", "f", "d")
+    with pytest.raises(ValueError, match="dtype"):
+        TrajectoryEmbeddingCache(tmp_path, dtype=torch.float16)
 
 
 def test_embedding_is_last_token_hidden_state(tmp_path, tiny_llama, tiny_tokenizer):

@@ -130,7 +130,9 @@ class BilevelReweightConfig(OfflineRLConfig):
             `per_device_train_batch_size`. Drawn deterministically from (seed, step), so resuming
             reproduces them.
         embedding_batch_size (`int`, *optional*, defaults to `8`):
-            Trajectories per forward pass when embedding.
+            Trajectories per forward pass when embedding. The pass runs in bf16 where the hardware runs
+            bf16 natively and `bf16` is on (`trainers.hardware.pick_dtype("embedding")`, which
+            `TRAINERS_PRECISION_EMBEDDING` can force), else in fp32.
         embedding_max_length (`int` or `None`, *optional*, defaults to `None`):
             Tokens kept (the last ones) when embedding; `None` = `max_length`.
         embedding_cache_dir (`str` or `None`, *optional*, defaults to `None`):

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
+from .. import hardware
 from ..data.tokenization import prepare_tokenizer, tokenize_dataset
 from ..losses.offline_rl import OfflineRLLossConfig
 from ..modeling.policy import ValueHeadPolicy, base_model_name, is_peft_model, unwrap_base
@@ -190,13 +191,19 @@ class BilevelReweightTrainer(OfflineRLTrainer):
         embed_id = base_model_name(embed_model) if hasattr(embed_model, "config") or is_peft_model(embed_model) else ""
         embed_id = embed_id or getattr(getattr(embed_model, "config", None), "_name_or_path", "") or "model"
         self.embedding_fingerprint = ""
+        self.embedding_dtype: torch.dtype | None = None  # stays None when the caller passes embeddings
         if embeddings is None:
             fingerprint = model_fingerprint(unwrap_base(embed_model))
+            # bf16 where the hardware runs it natively, unless the run itself is fp32 (bf16=False)
+            self.embedding_dtype = hardware.pick_dtype(
+                "embedding", device=next(embed_model.parameters()).device, override=None if args.bf16 else "fp32"
+            )
             cache = TrajectoryEmbeddingCache(
                 args.embedding_cache_dir,
                 batch_size=args.embedding_batch_size,
                 max_length=args.embedding_max_length or args.max_length or 1024,
                 pooling=args.embedding_pooling,
+                dtype=self.embedding_dtype,
             )
             # a model partitioned at load (ZeRO-3 zero.Init) embeds with its full weights, gathered for the pass
             with _gathered(list(embed_model.parameters())):

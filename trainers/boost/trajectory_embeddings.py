@@ -99,6 +99,10 @@ class TrajectoryEmbeddingCache:
             ``"action_mean"`` followed by two more numbers, the mean and the max negative
             log-likelihood of the action tokens under the frozen model: how implausible the agent's
             actions are, which a hidden-state average does not carry).
+        dtype: ``torch.float32`` (default) or ``torch.bfloat16``: the forward runs under bf16
+            autocast (about 3x faster on CPUs with AVX512-BF16/AMX, tens of times slower on AVX2-only
+            ones: choose it with ``trainers.hardware.pick_dtype("embedding")``). The stored
+            embeddings are float32 either way; bf16 ones are cached under their own key.
     """
 
     def __init__(
@@ -107,10 +111,14 @@ class TrajectoryEmbeddingCache:
         batch_size: int = 8,
         max_length: int = 1024,
         pooling: str = "last_token",
+        dtype: torch.dtype = torch.float32,
     ):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.pooling = pooling
+        self.dtype = dtype
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.max_length = max_length
@@ -121,6 +129,8 @@ class TrajectoryEmbeddingCache:
         raw = f"v{CACHE_FORMAT_VERSION}|{model_id}|{fingerprint}|{data_key}|{self.max_length}"
         if self.pooling != "last_token":  # keeps the keys of files written before pooling existed
             raw += f"|{self.pooling}"
+        if self.dtype == torch.bfloat16:  # and fp32 keeps the keys written before precision was chosen
+            raw += "|bf16"
         return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
     def path_for(self, model_id: str, fingerprint: str, data_key: str) -> Path:
@@ -169,6 +179,7 @@ class TrajectoryEmbeddingCache:
         backbone = _backbone(model)
         device = next(model.parameters()).device
         disable = model.disable_adapter() if hasattr(model, "disable_adapter") else None
+        bf16 = self.dtype == torch.bfloat16
         out: list[torch.Tensor | None] = [None] * len(encoded)
         try:
             if disable is not None:
@@ -184,13 +195,14 @@ class TrajectoryEmbeddingCache:
                     ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
                     mask[row, : len(encoded[i])] = 1
                     pool[row, : len(encoded[i])] = torch.tensor(pooled[i], dtype=torch.float32)
-                hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-                self.forward_passes += 1
-                pool = pool.to(device)
-                picked = ((hidden.float() * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)).cpu()
-                if self.pooling.endswith("_nll"):
-                    nll = _action_nll(model, hidden, ids.to(device), pool)
-                    picked = torch.cat([picked, nll.cpu()], dim=1)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    hidden = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                    self.forward_passes += 1
+                    pool = pool.to(device)
+                    picked = ((hidden.float() * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)).cpu()
+                    if self.pooling.endswith("_nll"):
+                        nll = _action_nll(model, hidden, ids.to(device), pool)
+                        picked = torch.cat([picked, nll.cpu()], dim=1)
                 for row, i in enumerate(index):
                     out[i] = picked[row]
         finally:
@@ -269,9 +281,10 @@ def embed_trajectories(
     max_length: int = 1024,
     model_id: str | None = None,
     pooling: str = "last_token",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """One call: :class:`TrajectoryEmbeddingCache` ``(cache_dir, batch_size, max_length, pooling).embed(...)``."""
-    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length, pooling).embed(
+    """One call: :class:`TrajectoryEmbeddingCache` ``(cache_dir, ..., pooling, dtype).embed(...)``."""
+    return TrajectoryEmbeddingCache(cache_dir, batch_size, max_length, pooling, dtype).embed(
         model, tokenizer, rows, model_id=model_id
     )
 
