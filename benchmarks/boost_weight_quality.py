@@ -19,6 +19,7 @@ language. Every finished cell is written to
     python benchmarks/boost_weight_quality.py                        # library defaults, 5 kinds x 3 seeds
     python benchmarks/boost_weight_quality.py --variant paper        # Algorithm 1 as written
     python benchmarks/boost_weight_quality.py --set weight_temperature=0.5 --variant t05
+    python benchmarks/boost_weight_quality.py --signal_only    # the phi signal's own AUC (no head)
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def env_settings(env_name: str) -> dict:
     return {k: v for k, v in small_scale_defaults(env_name).items() if k in keep}
 
 
-def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
+def make_trainer(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path, max_steps: int):
+    """A BOOST trainer on one cell's data, and the cell's rows (real + synthetic)."""
     peft_config = None
     if args.env == "rule":
         real, val, synthetic = cell_data(kind, seed, args.num_real, args.num_val, args.error_rate, args.turns)
@@ -199,14 +201,13 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
         peft_config = LoraConfig(
             r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
         )
-    outer_length = args.k_psi + args.k_theta + overrides.get("k_phi", 1)
     config = BilevelReweightConfig(
         **{
             "output_dir": str(work / "run"),
             "method": "boost",
             "k_psi": args.k_psi,
             "k_theta": args.k_theta,
-            "max_steps": args.outer_iterations * outer_length,
+            "max_steps": max_steps,
             "per_device_train_batch_size": args.batch_size,
             "learning_rate": args.learning_rate,
             "seed": seed,
@@ -219,7 +220,6 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
             **overrides,
         }
     )
-    started = time.perf_counter()
     trainer = BilevelReweightTrainer(
         model_path,
         config,
@@ -229,13 +229,28 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
         processing_class=tokenizer,
         peft_config=peft_config,
     )
+    return trainer, real + synthetic
+
+
+def grouped(ids, sources, values, rows) -> dict[str, list[float]]:
+    """``values`` (one per training row) split into real, faithful synthetic and corrupted synthetic."""
+    quality = {row["id"]: quality_of(row) for row in rows}
+    groups: dict[str, list[float]] = {"real": [], "faithful": [], "corrupted": []}
+    for row_id, source, value in zip(ids, sources, values):
+        group = "real" if source != "synthetic" else ("faithful" if quality[row_id] == "faithful" else "corrupted")
+        groups[group].append(float(value))
+    return groups
+
+
+def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
+    outer_length = args.k_psi + args.k_theta + overrides.get("k_phi", 1)
+    started = time.perf_counter()
+    trainer, rows = make_trainer(
+        model_path, tokenizer, kind, seed, overrides, args, work, args.outer_iterations * outer_length
+    )
     trainer.train()
     weights = trainer.trajectory_weights()
-    quality = {row["id"]: quality_of(row) for row in real + synthetic}
-    groups: dict[str, list[float]] = {"real": [], "faithful": [], "corrupted": []}
-    for row_id, source, weight in zip(weights["id"], weights["source"], weights["weight"]):
-        group = "real" if source != "synthetic" else ("faithful" if quality[row_id] == "faithful" else "corrupted")
-        groups[group].append(float(weight))
+    groups = grouped(weights["id"], weights["source"], weights["weight"], rows)
     values = torch.tensor([w for ws in groups.values() for w in ws])
     probabilities = values / values.sum()
     mean = {name: sum(ws) / len(ws) for name, ws in groups.items()}
@@ -251,6 +266,44 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
         "corrupted_over_faithful": mean["corrupted"] / mean["faithful"],
         "n_eff": float(1.0 / probabilities.pow(2).sum()),
         "n": len(values),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
+    """The φ signal itself, before any head learning: does it rank faithful above corrupted?
+
+    Trains the K_ψ + K_θ steps that precede the first φ step, then computes the default φ signal
+    (``trainers.boost.alignment.validation_alignment``) of every training trajectory against the whole
+    validation set. A head can only learn what this ranks: an AUC near 0.5 here means no head
+    learning rate or step count can separate the groups.
+    """
+    from trainers.boost.alignment import validation_alignment
+    from trainers.offline_rl_trainer import MODEL_INPUT_KEYS
+
+    started = time.perf_counter()
+    trainer, rows = make_trainer(model_path, tokenizer, kind, seed, overrides, args, work, args.k_psi + args.k_theta)
+    trainer.train()
+
+    def everything(dataset):
+        batch = trainer._prepare_inputs(trainer.data_collator([dataset[i] for i in range(len(dataset))]))
+        return batch, {key: batch[key] for key in MODEL_INPUT_KEYS if key in batch}
+
+    batch, inputs = everything(trainer.train_dataset)
+    _, val_inputs = everything(trainer.val_tokenized)
+    trainer.policy.eval()
+    scores = validation_alignment(trainer.policy, inputs, val_inputs, trainer.loss_config)
+    order = batch["traj_index"].tolist()
+    ids = [trainer.training_rows["id"][i] for i in order]
+    sources = [trainer.training_rows["source"][i] for i in order]
+    groups = grouped(ids, sources, scores.tolist(), rows)
+    return {
+        "kind": kind,
+        "seed": seed,
+        "overrides": overrides,
+        "signal_auc_faithful": auc(groups["faithful"], groups["corrupted"]),
+        "signal_auc_real": auc(groups["real"], groups["corrupted"]),
+        **{f"signal_{name}": sum(values) / len(values) for name, values in groups.items()},
         "seconds": time.perf_counter() - started,
     }
 
@@ -326,6 +379,22 @@ def write_report(cells: list[dict], variant: str, output_dir: Path, task: str) -
     plt.close(figure)
 
 
+def write_signal_report(cells: list[dict], variant: str, output_dir: Path) -> None:
+    lines = [
+        "| kind | seed | signal AUC faithful>corrupted | signal AUC real>corrupted "
+        "| mean signal real / faithful / corrupted |",
+        "|---|---|---|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {c['kind']} | {c['seed']} | {c['signal_auc_faithful']:.3f} | {c['signal_auc_real']:.3f} "
+            f"| {c['signal_real']:.4f} / {c['signal_faithful']:.4f} / {c['signal_corrupted']:.4f} |"
+        )
+    table = "\n".join(lines)
+    (output_dir / f"weight_quality_{variant}_signal.md").write_text(table + "\n")
+    print(table)
+
+
 def parse_value(text: str):
     for cast in (int, float):
         try:
@@ -359,6 +428,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch_size", type=int, help="(8 | 4)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--output_dir", default="outputs/boost-weight-quality")
+    parser.add_argument(
+        "--signal_only",
+        action="store_true",
+        help="measure the phi signal's own AUC after the first K_psi + K_theta steps, without training the head",
+    )
     args = parser.parse_args(argv)
     # defaults: the rule task's, then a built-in environment's (a 135M model on 2 CPU cores)
     for name, rule_value, env_value in (
@@ -382,28 +456,39 @@ def main(argv=None) -> list[dict]:
         hardware.configure_threads(verbose=True)
         model_path, tokenizer = args.model, load_tokenizer(args.model)
     prefix = "" if args.env == "rule" else f"{args.env}-"
+    measure, suffix = (signal_cell, "-signal") if args.signal_only else (run_cell, "")
     cells = []
     for kind in args.kinds:
         for seed in args.seeds:
-            path = output_dir / "cells" / f"{prefix}{args.variant}-{kind}-{seed}.json"
+            path = output_dir / "cells" / f"{prefix}{args.variant}{suffix}-{kind}-{seed}.json"
             if path.exists():
                 cell = json.loads(path.read_text())
             else:
                 try:
-                    cell = run_cell(model_path, tokenizer, kind, seed, overrides, args, output_dir / "work")
+                    cell = measure(model_path, tokenizer, kind, seed, overrides, args, output_dir / "work")
                 except UncorruptibleError as error:
                     print(f"{prefix}{args.variant} {kind}: not applicable here: {error}", flush=True)
                     break
                 write_text_atomically(path, json.dumps(cell, indent=2))
-            print(
-                f"{args.variant} {kind:20s} seed {seed}: AUC faithful {cell['auc_faithful']:.3f} real "
-                f"{cell['auc_real']:.3f} | w real {cell['weight_real']:.3f} faithful {cell['weight_faithful']:.3f} "
-                f"corrupted {cell['weight_corrupted']:.3f} | n_eff {cell['n_eff']:.1f}/{cell['n']} "
-                f"({cell['seconds']:.0f} s)",
-                flush=True,
-            )
+            if args.signal_only:
+                print(
+                    f"{args.variant} {kind:20s} seed {seed}: signal AUC faithful {cell['signal_auc_faithful']:.3f} "
+                    f"real {cell['signal_auc_real']:.3f} ({cell['seconds']:.0f} s)",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"{args.variant} {kind:20s} seed {seed}: AUC faithful {cell['auc_faithful']:.3f} real "
+                    f"{cell['auc_real']:.3f} | w real {cell['weight_real']:.3f} faithful {cell['weight_faithful']:.3f} "
+                    f"corrupted {cell['weight_corrupted']:.3f} | n_eff {cell['n_eff']:.1f}/{cell['n']} "
+                    f"({cell['seconds']:.0f} s)",
+                    flush=True,
+                )
             cells.append(cell)
-    write_report(cells, f"{prefix}{args.variant}", output_dir, "tiny rule task" if args.env == "rule" else args.env)
+    if args.signal_only:
+        write_signal_report(cells, f"{prefix}{args.variant}", output_dir)
+    else:
+        write_report(cells, f"{prefix}{args.variant}", output_dir, "tiny rule task" if args.env == "rule" else args.env)
     return cells
 
 

@@ -263,6 +263,20 @@ def test_weight_benchmark_corrupts_built_in_environment_episodes():
         boost_weight_quality.env_cell_data("car_dealer", "shuffled", 0, 4, 3)
 
 
+def test_weight_benchmark_signal_only_mode_ranks_every_training_row(tmp_path, tiny_llama_path, tiny_tokenizer):
+    import argparse
+
+    import boost_weight_quality
+
+    sizes = dict(num_real=8, num_val=8, error_rate=0.05, turns=3)
+    args = argparse.Namespace(env="rule", k_psi=1, k_theta=1, batch_size=4, learning_rate=1e-3, **sizes)
+    torch.set_num_threads(1)
+    cell = boost_weight_quality.signal_cell(tiny_llama_path, tiny_tokenizer, "rule_breaking", 0, {}, args, tmp_path)
+    # every row scored (8 real, 8 faithful, 8 rule-breaking): a rule-breaking action's gradient opposes validation's
+    assert cell["signal_auc_faithful"] >= 0.9 and cell["signal_auc_real"] >= 0.9
+    assert cell["signal_corrupted"] < cell["signal_faithful"]
+
+
 def test_recipe_defaults_fine_tune_webshop_fully_and_use_lora_elsewhere():
     from trainers.recipes.boost import parse_args
 
