@@ -308,6 +308,12 @@ def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, ar
     }
 
 
+def save_table(lines: list[str], path: Path) -> None:
+    table = "\n".join(lines)
+    write_text_atomically(path, table + "\n")
+    print(table)
+
+
 def write_report(cells: list[dict], variant: str, output_dir: Path, task: str) -> None:
     lines = [
         "| kind | seed | AUC faithful>corrupted | AUC real>corrupted | w real | w faithful | w corrupted | "
@@ -335,9 +341,7 @@ def write_report(cells: list[dict], variant: str, output_dir: Path, task: str) -
             f"| {kind} | {sum(af) / len(af):.3f} | {min(af):.3f} | {sum(ar) / len(ar):.3f} | {min(ar):.3f} "
             f"| {ratio:.3f} |"
         )
-    table = "\n".join(lines)
-    (output_dir / f"weight_quality_{variant}.md").write_text(table + "\n")
-    print(table)
+    save_table(lines, output_dir / f"weight_quality_{variant}.md")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -390,9 +394,7 @@ def write_signal_report(cells: list[dict], variant: str, output_dir: Path) -> No
             f"| {c['kind']} | {c['seed']} | {c['signal_auc_faithful']:.3f} | {c['signal_auc_real']:.3f} "
             f"| {c['signal_real']:.4f} / {c['signal_faithful']:.4f} / {c['signal_corrupted']:.4f} |"
         )
-    table = "\n".join(lines)
-    (output_dir / f"weight_quality_{variant}_signal.md").write_text(table + "\n")
-    print(table)
+    save_table(lines, output_dir / f"weight_quality_{variant}_signal.md")
 
 
 def parse_value(text: str):
