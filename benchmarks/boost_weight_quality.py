@@ -242,6 +242,17 @@ def grouped(ids, sources, values, rows) -> dict[str, list[float]]:
     return groups
 
 
+def cell_aucs(kind: str, seed: int, overrides: dict, groups: dict[str, list[float]], prefix: str = "") -> dict:
+    """A cell's identity and the AUCs that faithful and real trajectories outscore corrupted ones."""
+    return {
+        "kind": kind,
+        "seed": seed,
+        "overrides": overrides,
+        f"{prefix}auc_faithful": auc(groups["faithful"], groups["corrupted"]),
+        f"{prefix}auc_real": auc(groups["real"], groups["corrupted"]),
+    }
+
+
 def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
     outer_length = args.k_psi + args.k_theta + overrides.get("k_phi", 1)
     started = time.perf_counter()
@@ -255,11 +266,7 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
     probabilities = values / values.sum()
     mean = {name: sum(ws) / len(ws) for name, ws in groups.items()}
     return {
-        "kind": kind,
-        "seed": seed,
-        "overrides": overrides,
-        "auc_faithful": auc(groups["faithful"], groups["corrupted"]),
-        "auc_real": auc(groups["real"], groups["corrupted"]),
+        **cell_aucs(kind, seed, overrides, groups),
         "weight_real": mean["real"],
         "weight_faithful": mean["faithful"],
         "weight_corrupted": mean["corrupted"],
@@ -298,11 +305,7 @@ def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, ar
     sources = [trainer.training_rows["source"][i] for i in order]
     groups = grouped(ids, sources, scores.tolist(), rows)
     return {
-        "kind": kind,
-        "seed": seed,
-        "overrides": overrides,
-        "signal_auc_faithful": auc(groups["faithful"], groups["corrupted"]),
-        "signal_auc_real": auc(groups["real"], groups["corrupted"]),
+        **cell_aucs(kind, seed, overrides, groups, prefix="signal_"),
         **{f"signal_{name}": sum(values) / len(values) for name, values in groups.items()},
         "seconds": time.perf_counter() - started,
     }
