@@ -301,8 +301,8 @@ def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, ar
     trainer.policy.eval()
     scores = validation_alignment(trainer.policy, inputs, val_inputs, trainer.loss_config)
     order = batch["traj_index"].tolist()
-    ids = [trainer.training_rows["id"][i] for i in order]
-    sources = [trainer.training_rows["source"][i] for i in order]
+    all_ids, all_sources = trainer.training_rows["id"], trainer.training_rows["source"]
+    ids, sources = [all_ids[i] for i in order], [all_sources[i] for i in order]
     groups = grouped(ids, sources, scores.tolist(), rows)
     return {
         **cell_aucs(kind, seed, overrides, groups, prefix="signal_"),
