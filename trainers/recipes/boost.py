@@ -67,9 +67,10 @@ ENV_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
     # returns of up to 19 (questions left at the correct guess) made the value regression's gradient (q_loss
     # 54-69, norm ~200, clipped to 1) drown behaviour cloning: after 6 θ updates every method played the base
-    # model's episodes word for word. Scaled to [0, 0.95] the terms share the clipped gradient
+    # model's episodes word for word. Scaled to [0, 0.95] the terms share the clipped gradient. 448 tokens
+    # hold the scripted episodes whole (up to 14 questions: 409 tokens with SmolLM2's chat template)
     "twenty_questions": dict(
-        alpha=1.0, reweight_depth=2, per_device_train_batch_size=8, max_length=384, reward_scale=0.05
+        alpha=1.0, reweight_depth=2, per_device_train_batch_size=8, max_length=448, reward_scale=0.05
     ),
     "car_dealer": dict(alpha=10.0, reweight_depth=2, per_device_train_batch_size=8, max_length=512),
 }

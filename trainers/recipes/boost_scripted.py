@@ -9,7 +9,7 @@ knows which one played it (``metadata.policy`` and the row id: ``expert`` / ``no
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data.schema import make_trajectory
@@ -106,21 +106,86 @@ def car_dealer_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]
     return play_scripted(env, tasks, choose, noise, seed, max_actions=10)
 
 
+#: the halving expert needs at most 12 questions and the guess on the built-in knowledge base; the
+#: noisy asker stops at the same cap, so both kinds of episode fit the recipe's sequence length
+TWENTY_QUESTIONS_MAX_ACTIONS = 14
+
+
+def yes_sets(oracle, objects: Sequence[str]) -> dict[str, frozenset[str]]:
+    """For one phrasing of every attribute in the oracle's question bank: the ``objects`` it answers "Yes." for.
+
+    Asked of the oracle itself, so a player that filters by these sets stays consistent with the
+    answers the environment gives (a category word that is also an object's name, say).
+    """
+    key = (oracle.kb.path, oracle.encoder, oracle.similarity_floor, oracle.guess_threshold, tuple(objects))
+    if key not in _YES_SETS:
+        questions = {}
+        for entry in oracle.kb.bank:
+            if not entry.negated:
+                questions.setdefault(entry.attribute, entry.text)
+        table = {}
+        for question in questions.values():
+            answers = oracle.answer_batch(list(objects), [question] * len(objects))
+            table[question] = frozenset(o for o, a in zip(objects, answers) if a.answer.lower().startswith("yes"))
+        _YES_SETS[key] = table
+    return _YES_SETS[key]
+
+
+_YES_SETS: dict[tuple, dict[str, frozenset[str]]] = {}
+
+
+def halving_asker(yes: dict[str, frozenset[str]], objects: Sequence[str]) -> Callable[[list[dict]], str]:
+    """A Twenty Questions player that uses the answers: it keeps the objects consistent with every answer
+    so far, asks the question that splits them most evenly (ties: bank order), and names the object
+    once one is left (the next one if that guess was wrong).
+
+    Its questions depend only on the answers, so the same answers always lead to the same question and
+    the final guess follows from them: a policy can learn this play from its episodes.
+    """
+    candidates, asked = list(objects), []
+
+    def act(messages: list[dict]) -> str:
+        nonlocal candidates
+        if asked:
+            said_yes = messages[-1]["content"].strip().lower().startswith("yes")
+            last = asked[-1]
+            if last in yes:
+                candidates = [c for c in candidates if (c in yes[last]) == said_yes]
+            else:  # a wrong guess
+                candidates = [c for c in candidates if last != _guess(c)]
+            if not candidates:  # answers no object in the list fits: start over without the guesses made
+                candidates = [o for o in objects if _guess(o) not in asked]
+        question = None
+        if len(candidates) > 1:
+            split = {q: sum(c in s for c in candidates) for q, s in yes.items() if q not in asked}
+            question = min(split, key=lambda q: max(split[q], len(candidates) - split[q]), default=None)
+            if question is not None and split[question] in (0, len(candidates)):
+                question = None  # nothing left tells them apart
+        asked.append(question or _guess(candidates[0]))
+        return asked[-1]
+
+    return act
+
+
+def _guess(name: str) -> str:
+    return f"Is it a {name.lower()}?"
+
+
 def twenty_questions_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]:
-    """Twenty Questions: an expert asker (the object's category, then its name) and a noisy one (generic
-    questions, then guesses of random objects)."""
+    """Twenty Questions: an expert asker that halves the objects still possible with every question
+    (:func:`halving_asker`) and a noisy one (generic questions whose answers it ignores, then guesses
+    of random objects)."""
     objects = [t.spec.get("object", t.task_id) for t in env.tasks()]
+    yes = yes_sets(env.oracle, objects)
 
     def choose(task, noisy, rng):
-        target = task.spec.get("object", task.task_id)
-        if noisy:
-            plan = rng.sample(GENERIC_QUESTIONS, 4) + [f"Is it a {o.lower()}?" for o in rng.sample(objects, 4)]
-        else:
-            plan = rng.sample(GENERIC_QUESTIONS, rng.randint(1, 3)) + [f"Is it a {target.lower()}?"]
+        if not noisy:
+            return halving_asker(yes, objects)
+        plan = rng.sample(GENERIC_QUESTIONS, 4) + [_guess(o) for o in rng.sample(objects, 4)]
         turns = iter(plan)
-        return lambda messages: next(turns, f"Is it a {rng.choice(objects).lower()}?")
+        return lambda messages: next(turns, _guess(rng.choice(objects)))
 
-    return play_scripted(env, tasks, choose, noise, seed, max_actions=10)
+    return play_scripted(env, tasks, choose, noise, seed, max_actions=TWENTY_QUESTIONS_MAX_ACTIONS)
 
 
 REAL_BUILDERS: dict[str, Callable] = {
