@@ -110,6 +110,9 @@ def car_dealer_rows(env, tasks, noise: float, seed: int) -> list[dict[str, Any]]
 #: noisy asker stops at the same cap, so both kinds of episode fit the recipe's sequence length
 TWENTY_QUESTIONS_MAX_ACTIONS = 14
 
+# per oracle settings and object list: the oracle's answers do not change within a process
+_YES_SETS: dict[tuple, dict[str, frozenset[str]]] = {}
+
 
 def yes_sets(oracle, objects: Sequence[str]) -> dict[str, frozenset[str]]:
     """For one phrasing of every attribute in the oracle's question bank: the ``objects`` it answers "Yes." for.
@@ -129,9 +132,6 @@ def yes_sets(oracle, objects: Sequence[str]) -> dict[str, frozenset[str]]:
             table[question] = frozenset(o for o, a in zip(objects, answers) if a.answer.lower().startswith("yes"))
         _YES_SETS[key] = table
     return _YES_SETS[key]
-
-
-_YES_SETS: dict[tuple, dict[str, frozenset[str]]] = {}
 
 
 def halving_asker(yes: dict[str, frozenset[str]], objects: Sequence[str]) -> Callable[[list[dict]], str]:
