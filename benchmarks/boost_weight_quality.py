@@ -280,12 +280,12 @@ def run_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args,
 def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
     """The φ signal itself, before any head learning: does it rank faithful above corrupted?
 
-    Trains the K_ψ + K_θ steps that precede the first φ step, then computes the default φ signal
-    (``trainers.boost.alignment.validation_alignment``) of every training trajectory against the whole
-    validation set. A head can only learn what this ranks: an AUC near 0.5 here means no head
-    learning rate or step count can separate the groups.
+    Trains the K_ψ + K_θ steps that precede the first φ step, then computes the run's φ signal
+    (``phi_signal``: ``trainers.boost.alignment.ALIGNMENT_SIGNALS``) of every training trajectory
+    against the whole validation set. A head can only learn what this ranks: an AUC near 0.5 here
+    means no head learning rate or step count can separate the groups.
     """
-    from trainers.boost.alignment import validation_alignment
+    from trainers.boost.alignment import ALIGNMENT_SIGNALS
     from trainers.offline_rl_trainer import MODEL_INPUT_KEYS
 
     started = time.perf_counter()
@@ -299,7 +299,7 @@ def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, ar
     batch, inputs = everything(trainer.train_dataset)
     _, val_inputs = everything(trainer.val_tokenized)
     trainer.policy.eval()
-    scores = validation_alignment(trainer.policy, inputs, val_inputs, trainer.loss_config)
+    scores = ALIGNMENT_SIGNALS[trainer.args.phi_signal](trainer.policy, inputs, val_inputs, trainer.loss_config)
     order = batch["traj_index"].tolist()
     all_ids, all_sources = trainer.training_rows["id"], trainer.training_rows["source"]
     ids, sources = [all_ids[i] for i in order], [all_sources[i] for i in order]
@@ -452,6 +452,8 @@ def main(argv=None) -> list[dict]:
             setattr(args, name, rule_value if args.env == "rule" else env_value)
     overrides = dict(VARIANTS.get(args.variant, {}))
     overrides.update({key: parse_value(value) for key, value in (item.split("=", 1) for item in args.set)})
+    if args.signal_only and overrides.get("phi_signal") == "paper":
+        parser.error("--signal_only measures an alignment signal; phi_signal='paper' has none before its first phi step")
     output_dir = Path(args.output_dir)
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     if args.env == "rule":

@@ -546,7 +546,7 @@ def test_config_help_lists_choices_and_full_text():
     from dataclasses import fields
 
     by_name = {f.name: f for f in fields(BilevelReweightConfig)}
-    assert by_name["phi_signal"].metadata["choices"] == ["val_alignment", "paper"]
+    assert by_name["phi_signal"].metadata["choices"] == ["val_alignment", "adapter_alignment", "paper"]
     assert by_name["method"].metadata["choices"] == ["vanilla", "vanilla_synthetic", "bilevel", "boost"]
     for name in ("phi_signal", "weight_temperature", "embedding_pooling", "k_psi", "reweight_learning_rate"):
         assert name in BilevelReweightConfig.__doc__, name
@@ -593,3 +593,60 @@ def test_validation_alignment_is_the_cosine_of_per_trajectory_gradients(tmp_path
     expected = torch.stack([torch.nn.functional.cosine_similarity(flat_grad(loss), val_grad, dim=0) for loss in losses])
     torch.testing.assert_close(scores, expected.detach(), atol=1e-5, rtol=1e-4)
     assert scores.std() > 0
+
+
+def test_adapter_alignment_is_the_centred_cosine_of_adapter_gradients(tmp_path, tiny_llama, tiny_tokenizer, data):
+    from peft import LoraConfig
+
+    from trainers.boost.alignment import adapter_alignment, adapter_parameters
+
+    trainer = BilevelReweightTrainer(
+        tiny_llama,
+        _args(tmp_path, phi_signal="adapter_alignment", aux_mode="separate_adapters", max_steps=5),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tiny_tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    policy, config = trainer.policy, trainer.loss_config
+    parameters = adapter_parameters(policy)
+    names = {id(p): n for n, p in policy.base.named_parameters()}
+    # θ's adapter only: ψ's copy (separate_adapters) and the heads are left out
+    assert parameters and all(".default." in names[id(p)] and "lora_" in names[id(p)] for p in parameters)
+    keys = ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")
+
+    def collate(rows):
+        batch = trainer.data_collator(rows)
+        return {k: batch[k] for k in keys if k in batch}
+
+    batch = collate([trainer.train_dataset[i] for i in (0, 3, 9, 14)])
+    val = collate([trainer.val_tokenized[i] for i in range(4)])
+    scores = adapter_alignment(policy, batch, val, config)
+
+    # directly: each trajectory's gradient in the whole batch, the mean of the validation ones, both centred
+    def flat_grad(loss):
+        grads = torch.autograd.grad(loss, parameters, retain_graph=True)
+        return torch.cat([g.flatten() for g in grads])
+
+    def trajectory_grads(rows):
+        hidden = policy.hidden_states(rows["input_ids"], rows["attention_mask"]).float()
+        losses, _ = per_trajectory_losses(hidden, policy.heads, rows, config, lm_head=policy.lm_head)
+        return torch.stack([flat_grad(loss) for loss in losses])
+
+    grads, val_grad = trajectory_grads(batch), trajectory_grads(val).mean(0)
+    mean = grads.mean(0)
+    expected = torch.nn.functional.cosine_similarity(grads - mean, (val_grad - mean)[None], dim=1)
+    torch.testing.assert_close(scores, expected.detach(), atol=1e-4, rtol=1e-3)
+    assert scores.std() > 0
+
+    # the trainer's φ steps run on it
+    trainer.train()
+    assert any("val_alignment_mean" in log for log in trainer.state.log_history)
+
+
+def test_adapter_alignment_needs_a_lora_adapter_and_no_deepspeed(tmp_path, tiny_llama, tiny_tokenizer, data):
+    with pytest.raises(ValueError, match="needs a LoRA adapter"):
+        _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, phi_signal="adapter_alignment")
+    with pytest.raises(ValueError, match="adapter_alignment.*DeepSpeed"):
+        _args(tmp_path, phi_signal="adapter_alignment", deepspeed={"zero_optimization": {"stage": 2}})

@@ -37,7 +37,7 @@ import torch
 
 from ..losses.offline_rl import OfflineRLLossConfig, per_trajectory_losses
 from ..modeling.policy import ValueHeadPolicy, is_peft_model
-from .alignment import alignment_objective, validation_alignment
+from .alignment import ALIGNMENT_SIGNALS, alignment_objective
 
 Phase = Literal["psi", "theta", "phi"]
 PSI_ADAPTER = "psi"
@@ -277,17 +277,19 @@ def phi_step_val_alignment(
     temperature: float,
     spec: PhaseSpec,
     gathered: Callable = contextlib.nullcontext,
+    signal: str = "val_alignment",
 ) -> PhaseResult:
     """The default φ step: φ ← φ − η_φ ∇_φ [−Σ_i w̃_i ŝ_i + τ KL(w̃ ‖ uniform)].
 
     ŝ_i: the batch-standardised cosine between ∇ l_i(θ) and ∇ L_val(θ) on θ's output layers (first
-    order, the change of L_val that a step on trajectory i alone would make). The optimum of the
+    order, the change of L_val that a step on trajectory i alone would make); on θ's LoRA adapter,
+    centred on the batch's mean gradient, with ``signal="adapter_alignment"``. The optimum of the
     objective is w̃_i ∝ exp(ŝ_i / τ).
     """
     # ZeRO-3 partitions the output layers: gather them (read only) for the per-trajectory gradients
     output_layers = list(policy.heads.parameters()) + list(policy.lm_head.parameters())
     with gathered(output_layers):
-        scores = validation_alignment(policy, batch, val, spec.loss_config)
+        scores = ALIGNMENT_SIGNALS[signal](policy, batch, val, spec.loss_config)
     loss = alignment_objective(weights, scores, temperature)
     logs = {"phi_objective": float(loss.detach()), "val_alignment_mean": float(scores.mean())}
     if spec.anchor:

@@ -16,6 +16,14 @@ The backbone's hidden states are computed once without gradient: the per-traject
 only the output layers, so ``B`` small backward passes cost far less than one backbone backward.
 Each trajectory's loss is computed on its own row (losses are per-trajectory means, so this is
 exact): the behaviour-cloning logits of one row at a time, not ``[B, T, |V|]`` at once.
+
+``phi_signal="adapter_alignment"`` takes the same cosine over θ's LoRA adapter weights instead, with
+both gradients centred on the φ batch's mean gradient (:func:`adapter_alignment`). The output layers
+see a trajectory through its action tokens only, so two episodes with the same actions and
+rearranged observations give them nearly the same gradient; the adapter weights sit in the
+attention layers, where an action's dependence on the observation before it is learnt. Centring
+removes the direction every trajectory of the batch shares (the template's tokens, the average
+update), which otherwise dominates both vectors. It costs one backbone backward per trajectory.
 """
 
 from __future__ import annotations
@@ -72,6 +80,52 @@ def validation_alignment(
     return torch.stack(scores).detach()
 
 
+def adapter_parameters(policy) -> list[torch.Tensor]:
+    """θ's trainable LoRA weights: the active adapter's ``lora_`` tensors (a ψ adapter's are left out)."""
+    base = policy.base
+    active = getattr(base, "active_adapter", None)
+    parameters = [
+        p
+        for name, p in base.named_parameters()
+        if p.requires_grad and "lora_" in name and (active is None or f".{active}." in name)
+    ]
+    if not parameters:
+        raise ValueError(
+            "phi_signal='adapter_alignment' needs a LoRA adapter on the policy (pass peft_config); "
+            "with full fine-tuning use phi_signal='val_alignment'"
+        )
+    return parameters
+
+
+def adapter_alignment(
+    policy,
+    batch: dict[str, torch.Tensor],
+    val_batch: dict[str, torch.Tensor],
+    loss_config: OfflineRLLossConfig,
+) -> torch.Tensor:
+    """``s [B]``: cosine of each trajectory's loss gradient over θ's adapter with the validation one,
+    both centred on the batch's mean trajectory gradient (no graph). One backward per row keeps memory flat."""
+    parameters = adapter_parameters(policy)
+    lm_head = policy.lm_head if loss_config.bc_weight > 0 else None
+
+    def gradient(rows: dict[str, torch.Tensor], i: int) -> torch.Tensor:
+        row = {key: value[i : i + 1] for key, value in rows.items()}
+        hidden = policy.hidden_states(row["input_ids"], row.get("attention_mask")).float()
+        (loss,), _ = per_trajectory_losses(hidden, policy.heads, row, loss_config, lm_head=lm_head)
+        return _flat_grad(loss, parameters, retain_graph=False)
+
+    with torch.enable_grad():
+        size = val_batch["input_ids"].shape[0]
+        val_grad = sum(gradient(val_batch, i) for i in range(size)) / size
+        grads = torch.stack([gradient(batch, i) for i in range(batch["input_ids"].shape[0])])
+    mean = grads.mean(dim=0)
+    return torch.nn.functional.cosine_similarity(grads - mean, (val_grad - mean)[None], dim=1, eps=1e-12).detach()
+
+
+#: φ signals that score each trajectory by its gradient's agreement with the validation gradient
+ALIGNMENT_SIGNALS = {"val_alignment": validation_alignment, "adapter_alignment": adapter_alignment}
+
+
 def standardize(scores: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``(s - mean) / std`` over the batch (zeros when the batch has one row or no spread)."""
     if scores.numel() < 2:
@@ -92,4 +146,11 @@ def alignment_objective(weights: torch.Tensor, scores: torch.Tensor, temperature
     return -(weights * standardize(scores).to(weights.dtype)).sum() + temperature * kl
 
 
-__all__ = ["alignment_objective", "standardize", "validation_alignment"]
+__all__ = [
+    "ALIGNMENT_SIGNALS",
+    "adapter_alignment",
+    "adapter_parameters",
+    "alignment_objective",
+    "standardize",
+    "validation_alignment",
+]

@@ -9,7 +9,7 @@ from ..offline_rl_config import OfflineRLConfig
 
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 AUX_MODES = ("shared_backbone", "separate_adapters")
-PHI_SIGNALS = ("val_alignment", "paper")
+PHI_SIGNALS = ("val_alignment", "adapter_alignment", "paper")
 EMBEDDING_POOLINGS = ("action_mean_nll", "action_mean", "mean", "last_token")
 #: the methods that train on synthetic data as well as real
 SYNTHETIC_METHODS = ("vanilla_synthetic", "boost")
@@ -93,6 +93,11 @@ class BilevelReweightConfig(OfflineRLConfig):
             gradient and the validation loss gradient on θ's output layers, standardised over the batch;
             φ minimises −Σ_i w̃_i ŝ_i + τ·KL(w̃ ‖ uniform), whose optimum is w̃_i ∝ exp(ŝ_i / τ). On
             controlled corruptions both track quality with the default head input and lr (docs/boost.md).
+            `"adapter_alignment"`: the same objective, with the cosine taken over θ's LoRA adapter weights and
+            both gradients centred on the φ batch's mean gradient; it sees corruptions that keep the actions
+            and rearrange the observations (shuffled turns, another task's observations), which the output
+            layers do not, at the cost of one backbone backward per trajectory. Needs `peft_config`; not
+            with DeepSpeed.
         weight_temperature (`float`, *optional*, defaults to `1.0`):
             τ of the KL floor (`phi_signal="val_alignment"` only): smaller values let the weights move
             further from uniform; n_eff cannot collapse below what exp(ŝ/τ) of a unit-variance ŝ gives.
@@ -213,7 +218,8 @@ class BilevelReweightConfig(OfflineRLConfig):
         metadata=_help(
             "What phi learns from: 'val_alignment' (cosine "
             "of each trajectory's output-layer gradient with the validation gradient, standardised "
-            "per batch, with a KL floor) or 'paper' (Algorithm 1: alpha * (l_i(theta) - l_i(psi))).",
+            "per batch, with a KL floor), 'adapter_alignment' (the same over theta's LoRA adapter, gradients "
+            "centred on the batch mean; needs peft_config) or 'paper' (Algorithm 1: alpha * (l_i(theta) - l_i(psi))).",
             PHI_SIGNALS,
         ),
     )
@@ -284,6 +290,11 @@ class BilevelReweightConfig(OfflineRLConfig):
             raise ValueError(
                 "phi_warmup_steps needs phi_signal='val_alignment': the paper's signal l_i(theta) - l_i(psi) is 0 "
                 "before theta and psi have trained"
+            )
+        if self.phi_signal == "adapter_alignment" and self.deepspeed:
+            raise ValueError(
+                "phi_signal='adapter_alignment' takes per-trajectory gradients of the LoRA weights, which DeepSpeed "
+                "partitions or hooks; use phi_signal='val_alignment' with DeepSpeed"
             )
         if self.reweight_learning_rate is None:
             self.reweight_learning_rate = self.learning_rate / 10.0 if self.phi_signal == "paper" else 1e-3

@@ -248,6 +248,11 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             policy.add_module("psi_heads", psi_heads)
             if args.aux_mode == "separate_adapters":
                 algorithm.add_psi_adapter(policy)
+            if args.method == "boost" and args.phi_signal == "adapter_alignment" and not is_peft_model(policy.base):
+                raise ValueError(
+                    "phi_signal='adapter_alignment' needs a LoRA adapter on the policy (pass peft_config); "
+                    "with full fine-tuning use phi_signal='val_alignment'"
+                )
         elif args.aux_mode == "separate_adapters" and not is_peft_model(policy.base):
             raise ValueError("aux_mode='separate_adapters' needs a PEFT model (pass peft_config)")
         self._built_policy = policy
@@ -395,6 +400,7 @@ class BilevelReweightTrainer(OfflineRLTrainer):
             self.args.weight_temperature,
             spec,
             gathered=_gathered,
+            signal=self.args.phi_signal,
         )
 
     def _log_weights(self, weights: torch.Tensor, inputs) -> None:
