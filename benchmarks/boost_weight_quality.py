@@ -453,7 +453,7 @@ def main(argv=None) -> list[dict]:
     overrides = dict(VARIANTS.get(args.variant, {}))
     overrides.update({key: parse_value(value) for key, value in (item.split("=", 1) for item in args.set)})
     if args.signal_only and overrides.get("phi_signal") == "paper":
-        parser.error("--signal_only measures an alignment signal; phi_signal='paper' has none before its first phi step")
+        parser.error("--signal_only measures an alignment signal; phi_signal='paper' has none before a phi step")
     output_dir = Path(args.output_dir)
     (output_dir / "cells").mkdir(parents=True, exist_ok=True)
     if args.env == "rule":
