@@ -563,19 +563,24 @@ def test_phi_batch_size_draws_a_wider_batch_for_the_phi_step(tmp_path, tiny_llam
         _args(tmp_path, phi_batch_size=8, phi_signal="paper")
 
 
-def test_validation_alignment_is_the_cosine_of_per_trajectory_gradients(tmp_path, tiny_llama, tiny_tokenizer, data):
-    from trainers.boost.alignment import validation_alignment
-
-    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data)
-    policy, config = trainer.policy, trainer.loss_config
+def _alignment_batches(trainer):
+    """Four training trajectories and four validation ones, collated as the φ step receives them."""
     keys = ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")
 
     def collate(rows):
         batch = trainer.data_collator(rows)
         return {k: batch[k] for k in keys if k in batch}
 
-    batch = collate([trainer.train_dataset[i] for i in (0, 3, 9, 14)])
-    val = collate([trainer.val_tokenized[i] for i in range(4)])
+    train = [trainer.train_dataset[i] for i in (0, 3, 9, 14)]
+    return collate(train), collate([trainer.val_tokenized[i] for i in range(4)])
+
+
+def test_validation_alignment_is_the_cosine_of_per_trajectory_gradients(tmp_path, tiny_llama, tiny_tokenizer, data):
+    from trainers.boost.alignment import validation_alignment
+
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data)
+    policy, config = trainer.policy, trainer.loss_config
+    batch, val = _alignment_batches(trainer)
     scores = validation_alignment(policy, batch, val, config)
 
     # directly: gradients of each trajectory's loss in the whole batch, w.r.t. the value heads and LM head
@@ -614,14 +619,7 @@ def test_adapter_alignment_is_the_centred_cosine_of_adapter_gradients(tmp_path, 
     names = {id(p): n for n, p in policy.base.named_parameters()}
     # θ's adapter only: ψ's copy (separate_adapters) and the heads are left out
     assert parameters and all(".default." in names[id(p)] and "lora_" in names[id(p)] for p in parameters)
-    keys = ("input_ids", "attention_mask", "action_mask", "token_rewards", "token_dones", "turn_ids")
-
-    def collate(rows):
-        batch = trainer.data_collator(rows)
-        return {k: batch[k] for k in keys if k in batch}
-
-    batch = collate([trainer.train_dataset[i] for i in (0, 3, 9, 14)])
-    val = collate([trainer.val_tokenized[i] for i in range(4)])
+    batch, val = _alignment_batches(trainer)
     scores = adapter_alignment(policy, batch, val, config)
 
     # directly: each trajectory's gradient in the whole batch, the mean of the validation ones, both centred
