@@ -233,6 +233,16 @@ def test_a_failed_policy_save_never_leaves_a_loadable_mix(tmp_path, tiny_llama, 
         assert not torch.equal(old.q_heads[0].projection.weight, policy.heads.q_heads[0].projection.weight)
 
 
+def test_a_policy_save_removes_the_staging_folder_a_killed_save_left(tmp_path, tiny_llama):
+    folder = tmp_path / "policy"
+    stale = folder / ".policy-base-dead1"  # what SIGKILL during the base weights' save leaves
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"half")
+    _policy(tiny_llama).save_pretrained(folder)
+    assert not stale.exists() and not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert ValueHeadPolicy.from_pretrained(folder, check_name=False) is not None
+
+
 def test_atomic_save_removes_what_a_killed_save_left_behind(tmp_path):
     from trainers.hub import atomic_save
 

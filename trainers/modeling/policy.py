@@ -36,6 +36,8 @@ from .value_heads import CorruptFileError, ValueHeads, load_safetensors_file
 
 POLICY_FILE = "offline_rl_policy.json"
 HEADS_SUBFOLDER = "value_heads"
+#: where a save stages the base weights inside the target folder before moving them in
+BASE_STAGING_PREFIX = ".policy-base-"
 POLICY_FORMAT = "trainers.offline_rl_policy"
 
 
@@ -210,8 +212,12 @@ class ValueHeadPolicy(nn.Module):
             os.remove(marker)
             fsync_dir(directory)
         name = base_model or base_model_name(self.base) or self.heads.base_model_name
+        # a save killed part-way (SIGKILL skips the cleanup below) leaves its staging folder behind;
+        # this save rewrites everything such a folder was meant to hold
+        for stale in directory.glob(f"{BASE_STAGING_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
         # Base weights (adapter or full model): written to a staging folder, then moved in file by file.
-        staging = Path(tempfile.mkdtemp(prefix=".policy-base-", dir=directory))
+        staging = Path(tempfile.mkdtemp(prefix=BASE_STAGING_PREFIX, dir=directory))
         try:
             base_state = None
             if state_dict is not None:
@@ -393,7 +399,7 @@ def read_policy_record(directory: Path) -> dict[str, Any]:
     """The folder's ``offline_rl_policy.json``; a clear error when it is missing, not JSON or not ours."""
     record_file = directory / POLICY_FILE
     if not record_file.is_file():
-        interrupted = (directory / HEADS_SUBFOLDER).is_dir() or any(directory.glob(".policy-base-*"))
+        interrupted = (directory / HEADS_SUBFOLDER).is_dir() or any(directory.glob(f"{BASE_STAGING_PREFIX}*"))
         raise FileNotFoundError(
             f"{str(record_file)!r} not found: "
             + (
