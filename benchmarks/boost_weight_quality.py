@@ -20,6 +20,7 @@ language. Every finished cell is written to
     python benchmarks/boost_weight_quality.py --variant paper        # Algorithm 1 as written
     python benchmarks/boost_weight_quality.py --set weight_temperature=0.5 --variant t05
     python benchmarks/boost_weight_quality.py --signal_only    # the phi signal's own AUC (no head)
+    python benchmarks/boost_weight_quality.py --probe          # what the head's input can separate at best
 """
 
 from __future__ import annotations
@@ -311,6 +312,64 @@ def signal_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, ar
     }
 
 
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights and bias of an L2-regularised logistic regression (L-BFGS)."""
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * w.pow(2).sum() / len(y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach(), b.detach()
+
+
+def linear_probe_auc(features: torch.Tensor, labels: torch.Tensor, folds: int = 4, l2: float = 1.0) -> float:
+    """Cross-validated AUC of an L2-regularised logistic regression from ``features`` to ``labels`` (0 / 1).
+
+    Stratified ``folds``-fold split (fixed order); features standardised on each fold's training part.
+    """
+    fold_of = torch.empty(len(labels), dtype=torch.long)
+    for label in (0, 1):
+        for position, row in enumerate(torch.nonzero(labels == label).flatten().tolist()):
+            fold_of[row] = position % folds
+    scores = torch.empty(len(labels))
+    for fold in range(folds):
+        train, test = fold_of != fold, fold_of == fold
+        mean, std = features[train].mean(0), features[train].std(0) + 1e-6
+        w, b = fit_logistic((features[train] - mean) / std, labels[train].float(), l2)
+        scores[test] = (features[test] - mean) / std @ w + b
+    return auc(scores[labels == 1].tolist(), scores[labels == 0].tolist())
+
+
+def probe_cell(model_path, tokenizer, kind: str, seed: int, overrides: dict, args, work: Path) -> dict:
+    """What the head's input can show: a linear probe on the frozen embeddings, faithful vs corrupted.
+
+    No training: the trainer embeds the training rows as the head sees them (``embedding_pooling``),
+    and a cross-validated logistic regression separates the faithful synthetic rows from the corrupted
+    ones. A probe AUC near 0.5 means no head, however trained, can weight the groups apart from this
+    input alone; a signal AUC well above the probe's means the head input is what holds the weights back.
+    """
+    started = time.perf_counter()
+    trainer, rows = make_trainer(model_path, tokenizer, kind, seed, overrides, args, work, 1)
+    groups = grouped(trainer.training_rows["id"], trainer.training_rows["source"], range(len(trainer.embeddings)), rows)
+    faithful, corrupted = groups["faithful"], groups["corrupted"]
+    features = trainer.embeddings[[int(i) for i in faithful + corrupted]].cpu()
+    labels = torch.tensor([1] * len(faithful) + [0] * len(corrupted))
+    return {
+        "kind": kind,
+        "seed": seed,
+        "overrides": overrides,
+        "probe_auc_faithful": linear_probe_auc(features, labels),
+        "n": len(labels),
+        "seconds": time.perf_counter() - started,
+    }
+
+
 def save_table(lines: list[str], path: Path) -> None:
     table = "\n".join(lines)
     write_text_atomically(path, table + "\n")
@@ -400,6 +459,12 @@ def write_signal_report(cells: list[dict], variant: str, output_dir: Path) -> No
     save_table(lines, output_dir / f"weight_quality_{variant}_signal.md")
 
 
+def write_probe_report(cells: list[dict], variant: str, output_dir: Path) -> None:
+    lines = ["| kind | seed | probe AUC faithful>corrupted (cross-validated) | synthetic rows |", "|---|---|---|---|"]
+    lines += [f"| {c['kind']} | {c['seed']} | {c['probe_auc_faithful']:.3f} | {c['n']} |" for c in cells]
+    save_table(lines, output_dir / f"weight_quality_{variant}_probe.md")
+
+
 def parse_value(text: str):
     for cast in (int, float):
         try:
@@ -438,6 +503,11 @@ def main(argv=None) -> list[dict]:
         action="store_true",
         help="measure the phi signal's own AUC after the first K_psi + K_theta steps, without training the head",
     )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="measure what the head's input can separate: a cross-validated linear probe on the embeddings",
+    )
     args = parser.parse_args(argv)
     # defaults: the rule task's, then a built-in environment's (a 135M model on 2 CPU cores)
     for name, rule_value, env_value in (
@@ -463,7 +533,11 @@ def main(argv=None) -> list[dict]:
         hardware.configure_threads(verbose=True)
         model_path, tokenizer = args.model, load_tokenizer(args.model)
     prefix = "" if args.env == "rule" else f"{args.env}-"
-    measure, suffix = (signal_cell, "-signal") if args.signal_only else (run_cell, "")
+    if args.signal_only and args.probe:
+        parser.error("--signal_only and --probe measure different things; pick one")
+    mode = "signal" if args.signal_only else "probe" if args.probe else "weights"
+    measures = {"signal": (signal_cell, "-signal"), "probe": (probe_cell, "-probe"), "weights": (run_cell, "")}
+    measure, suffix = measures[mode]
     cells = []
     for kind in args.kinds:
         for seed in args.seeds:
@@ -477,10 +551,16 @@ def main(argv=None) -> list[dict]:
                     print(f"{prefix}{args.variant} {kind}: not applicable here: {error}", flush=True)
                     break
                 write_text_atomically(path, json.dumps(cell, indent=2))
-            if args.signal_only:
+            if mode == "signal":
                 print(
                     f"{args.variant} {kind:20s} seed {seed}: signal AUC faithful {cell['signal_auc_faithful']:.3f} "
                     f"real {cell['signal_auc_real']:.3f} ({cell['seconds']:.0f} s)",
+                    flush=True,
+                )
+            elif mode == "probe":
+                print(
+                    f"{args.variant} {kind:20s} seed {seed}: probe AUC faithful {cell['probe_auc_faithful']:.3f} "
+                    f"({cell['n']} synthetic rows, {cell['seconds']:.0f} s)",
                     flush=True,
                 )
             else:
@@ -492,8 +572,10 @@ def main(argv=None) -> list[dict]:
                     flush=True,
                 )
             cells.append(cell)
-    if args.signal_only:
+    if mode == "signal":
         write_signal_report(cells, f"{prefix}{args.variant}", output_dir)
+    elif mode == "probe":
+        write_probe_report(cells, f"{prefix}{args.variant}", output_dir)
     else:
         write_report(cells, f"{prefix}{args.variant}", output_dir, "tiny rule task" if args.env == "rule" else args.env)
     return cells

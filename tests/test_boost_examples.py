@@ -277,6 +277,33 @@ def test_weight_benchmark_signal_only_mode_ranks_every_training_row(tmp_path, ti
     assert cell["signal_corrupted"] < cell["signal_faithful"]
 
 
+def test_weight_benchmark_linear_probe_separates_only_what_the_features_hold():
+    import boost_weight_quality
+
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.tensor([1] * 20 + [0] * 20)
+    noise = torch.randn(40, 16, generator=generator)
+    shifted = noise.clone()
+    shifted[:, 3] += 3.0 * labels  # one feature carries the label
+    assert boost_weight_quality.linear_probe_auc(shifted, labels) >= 0.95
+    # the same features without the shift: held-out AUC near chance, not the training fit's 1.0
+    assert 0.2 <= boost_weight_quality.linear_probe_auc(noise, labels) <= 0.8
+
+
+def test_weight_benchmark_probe_mode_reads_the_heads_input(tmp_path, tiny_llama_path, tiny_tokenizer):
+    import argparse
+
+    import boost_weight_quality
+
+    sizes = dict(num_real=8, num_val=8, error_rate=0.05, turns=3)
+    args = argparse.Namespace(env="rule", k_psi=1, k_theta=1, batch_size=4, learning_rate=1e-3, **sizes)
+    torch.set_num_threads(1)
+    cell = boost_weight_quality.probe_cell(tiny_llama_path, tiny_tokenizer, "rule_breaking", 0, {}, args, tmp_path)
+    assert cell["n"] == 16  # the synthetic rows: 8 faithful, 8 rule-breaking
+    # rule-breaking actions are other tokens: their pooled states differ even in a random model
+    assert cell["probe_auc_faithful"] >= 0.9
+
+
 def test_recipe_defaults_fine_tune_webshop_fully_and_use_lora_elsewhere():
     from trainers.recipes.boost import parse_args
 
