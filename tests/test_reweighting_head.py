@@ -162,6 +162,15 @@ def test_action_pooling_with_nll_matches_a_direct_computation(tmp_path, tiny_lla
     nll = -torch.log_softmax(output.logits[0, :-1].float(), -1).gather(1, ids[0, 1:, None])[:, 0][actions[1:]]
     assert torch.allclose(pooled[2, :-2], hidden[actions].mean(0), atol=1e-5)
     assert torch.allclose(pooled[2, -2:], torch.stack([nll.mean(), nll.max()]), atol=1e-4)
+    # with the context: the same action mean, then the mean over every token, then the same two numbers
+    context = TrajectoryEmbeddingCache(tmp_path, batch_size=2, pooling="action_context_nll").embed(
+        tiny_llama, tokenizer, rows, model_id="tiny", show_progress=False
+    )
+    width = tiny_llama.config.hidden_size
+    assert context.shape == (3, 2 * width + 2)
+    assert torch.allclose(context[2, :width], pooled[2, :width], atol=1e-5)
+    assert torch.allclose(context[2, width:-2], hidden.mean(0), atol=1e-5)
+    assert torch.allclose(context[2, -2:], pooled[2, -2:], atol=1e-5)
     # a different pooling is a different cache entry, not a reuse of the last-token file
     last = TrajectoryEmbeddingCache(tmp_path, batch_size=2).embed(
         tiny_llama, tokenizer, rows, model_id="tiny", show_progress=False

@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..offline_rl_config import OfflineRLConfig
+from .trajectory_embeddings import POOLINGS as EMBEDDING_POOLINGS
 
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
 AUX_MODES = ("shared_backbone", "separate_adapters")
 PHI_SIGNALS = ("val_alignment", "adapter_alignment", "paper")
-EMBEDDING_POOLINGS = ("action_mean_nll", "action_mean", "mean", "last_token")
 #: the methods that train on synthetic data as well as real
 SYNTHETIC_METHODS = ("vanilla_synthetic", "boost")
 
@@ -106,7 +106,9 @@ class BilevelReweightConfig(OfflineRLConfig):
             the final token, which under a chat template is a template token (e.g. the trailing newline),
             so embeddings of different trajectories are nearly identical. `"action_mean"`: mean over the
             agent's action tokens. `"action_mean_nll"`: that, plus the mean and max negative
-            log-likelihood of the action tokens under the frozen model. `"mean"`: mean over all tokens.
+            log-likelihood of the action tokens under the frozen model. `"action_context_nll"`: the
+            same with the mean over every token added (twice as wide): it carries the observations and
+            the turns' order, which action states alone barely reflect. `"mean"`: mean over all tokens.
 
         > Parameters of the reweighting head φ
 
@@ -233,8 +235,8 @@ class BilevelReweightConfig(OfflineRLConfig):
         default="action_mean_nll",
         metadata=_help(
             "Head input from the frozen model: "
-            "mean over action tokens plus their mean and max NLL, mean over action tokens, "
-            "mean over all tokens, or the last token (appendix G.5).",
+            "mean over action tokens plus their mean and max NLL, the same with the mean over every token "
+            "added, mean over action tokens, mean over all tokens, or the last token (appendix G.5).",
             EMBEDDING_POOLINGS,
         ),
     )

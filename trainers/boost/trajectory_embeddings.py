@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..data.tokenization import PLAIN_CHAT_TEMPLATE
 
 CACHE_FORMAT_VERSION = "1"
-POOLINGS = ("action_mean_nll", "action_mean", "mean", "last_token")
+POOLINGS = ("action_mean_nll", "action_context_nll", "action_mean", "mean", "last_token")
 
 
 def default_cache_dir() -> Path:
@@ -98,7 +98,10 @@ class TrajectoryEmbeddingCache:
             over every token) or ``"action_mean_nll"`` (the default of :class:`BilevelReweightConfig`:
             ``"action_mean"`` followed by two more numbers, the mean and the max negative
             log-likelihood of the action tokens under the frozen model: how implausible the agent's
-            actions are, which a hidden-state average does not carry).
+            actions are, which a hidden-state average does not carry), or ``"action_context_nll"``
+            (``"action_mean"``, then the mean over every token, then the two numbers: twice as wide;
+            the every-token mean carries the observations and the order of the turns, which the
+            action states alone barely reflect).
         dtype: ``torch.float32`` (default) or ``torch.bfloat16``: the forward runs under bf16
             autocast (about 3x faster on CPUs with AVX512-BF16/AMX, tens of times slower on AVX2-only
             ones: choose it with ``trainers.hardware.pick_dtype("embedding")``). The stored
@@ -200,6 +203,10 @@ class TrajectoryEmbeddingCache:
                     self.forward_passes += 1
                     pool = pool.to(device)
                     picked = ((hidden.float() * pool.unsqueeze(-1)).sum(1) / pool.sum(1, keepdim=True)).cpu()
+                    if self.pooling == "action_context_nll":
+                        every = mask.to(device).unsqueeze(-1).float()
+                        context = ((hidden.float() * every).sum(1) / every.sum(1)).cpu()
+                        picked = torch.cat([picked, context], dim=1)
                     if self.pooling.endswith("_nll"):
                         nll = _action_nll(model, hidden, ids.to(device), pool)
                         picked = torch.cat([picked, nll.cpu()], dim=1)
@@ -215,7 +222,7 @@ class TrajectoryEmbeddingCache:
         """Token ids (the last ``max_length``) and the pooling mask of each trajectory."""
         encoded, pooled = [], []
         for conversation in messages:
-            if self.pooling.startswith("action_mean"):
+            if self.pooling.startswith("action_"):
                 from ..data.tokenization import tokenize_trajectory
 
                 n_actions = sum(m["role"] == "assistant" for m in conversation)
