@@ -498,12 +498,13 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--batch_size", type=int, help="(8 | 4)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
     parser.add_argument("--output_dir", default="outputs/boost-weight-quality")
-    parser.add_argument(
+    measurement = parser.add_mutually_exclusive_group()
+    measurement.add_argument(
         "--signal_only",
         action="store_true",
         help="measure the phi signal's own AUC after the first K_psi + K_theta steps, without training the head",
     )
-    parser.add_argument(
+    measurement.add_argument(
         "--probe",
         action="store_true",
         help="measure what the head's input can separate: a cross-validated linear probe on the embeddings",
@@ -533,8 +534,6 @@ def main(argv=None) -> list[dict]:
         hardware.configure_threads(verbose=True)
         model_path, tokenizer = args.model, load_tokenizer(args.model)
     prefix = "" if args.env == "rule" else f"{args.env}-"
-    if args.signal_only and args.probe:
-        parser.error("--signal_only and --probe measure different things; pick one")
     mode = "signal" if args.signal_only else "probe" if args.probe else "weights"
     measures = {"signal": (signal_cell, "-signal"), "probe": (probe_cell, "-probe"), "weights": (run_cell, "")}
     measure, suffix = measures[mode]
