@@ -524,6 +524,37 @@ def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, t
     assert logs, "the per-source logs never saw a synthetic row"
 
 
+@pytest.mark.parametrize("mode", ["none", "center", "standardize"])
+def test_head_input_normalization_is_fitted_on_the_training_embeddings(
+    tmp_path, tiny_llama, tiny_tokenizer, data, mode
+):
+    trainer = _trainer(tmp_path, tiny_llama, tiny_tokenizer, data, reweight_input_normalization=mode)
+    head, embeddings = trainer.reweighting_head, trainer.embeddings
+    if mode == "none":
+        assert torch.equal(head.input_mean, torch.zeros_like(head.input_mean))
+        assert torch.equal(head.input_scale, torch.ones_like(head.input_scale))
+        return
+    assert torch.allclose(head.input_mean, embeddings.mean(0), atol=1e-5)
+    spread = embeddings.std(0) if mode == "standardize" else embeddings.std(0).pow(2).mean().sqrt().expand(
+        embeddings.shape[1]
+    )
+    assert torch.allclose(head.input_scale, spread.clamp_min(1e-3 * float(spread.mean())), rtol=1e-4)
+    # a head passed in keeps its own statistics (they belong to the data it was trained on)
+    trained = ReweightingHead(embeddings.shape[1], base_model_id=head.base_model_id)
+    trained.fit_input_normalization(embeddings * 2.0, mode=mode)
+    kept = trained.input_mean.clone()
+    passed = BilevelReweightTrainer(
+        tiny_llama,
+        _args(tmp_path / "passed", reweight_input_normalization=mode),
+        train_dataset=data["train"],
+        val_dataset=data["val"],
+        synthetic_dataset=data["synthetic"],
+        processing_class=tiny_tokenizer,
+        reweighting_head=trained,
+    )
+    assert torch.equal(passed.reweighting_head.input_mean, kept)
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -534,6 +565,7 @@ def test_rows_passed_as_synthetic_are_labelled_synthetic(tmp_path, tiny_llama, t
         ({"max_length": 0}, "max_length must be >= 1"),
         ({"phi_signal": "gap"}, "phi_signal must be one of"),
         ({"embedding_pooling": "first"}, "embedding_pooling must be one of"),
+        ({"reweight_input_normalization": "whiten"}, "reweight_input_normalization must be one of"),
         ({"weight_temperature": 0.0}, "weight_temperature must be > 0"),
     ],
 )

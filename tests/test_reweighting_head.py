@@ -57,6 +57,62 @@ def test_save_load_roundtrip_and_card(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head"]
 
 
+def _shared_direction_embeddings(rows=40, width=6):
+    """Embeddings like a frozen LM's: one large shared offset, small spread, one wide channel (an NLL)."""
+    torch.manual_seed(1)
+    spread = torch.randn(rows, width) * 0.2
+    spread[:, -1] *= 20.0
+    return spread + torch.tensor([27.0, -3.0, 5.0, 1.0, 0.0, 2.0])
+
+
+def test_center_removes_the_shared_direction_and_keeps_channel_proportions():
+    embeddings = _shared_direction_embeddings()
+    head = ReweightingHead(6, depth=1)
+    head.fit_input_normalization(embeddings, mode="center")
+    seen = (embeddings - head.input_mean) / head.input_scale
+    assert torch.allclose(seen.mean(0), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(seen.std(0).pow(2).mean(), torch.tensor(1.0), atol=1e-4)
+    # one scale for every channel: the wide channel stays ~20x wider than the others
+    assert torch.allclose(seen.std(0) / embeddings.std(0), (seen.std(0) / embeddings.std(0))[0].expand(6))
+    assert seen.std(0)[-1] > 10 * seen.std(0)[:-1].max()
+    # the head reads the normalised input: a linear head's logit equals its layer applied to it
+    torch.nn.init.normal_(head.mlp[-1].weight)
+    assert torch.allclose(head(embeddings), head.mlp(seen).squeeze(-1), atol=1e-5)
+
+
+def test_standardize_gives_every_channel_unit_spread_and_floors_a_constant_one():
+    embeddings = _shared_direction_embeddings()
+    embeddings[:, 1] = 4.0  # a channel that never varies in training
+    head = ReweightingHead(6, depth=1)
+    head.fit_input_normalization(embeddings, mode="standardize")
+    seen = ((embeddings - head.input_mean) / head.input_scale).std(0)
+    assert torch.allclose(seen[[0, 2, 3, 4, 5]], torch.ones(5), atol=1e-4)
+    assert head.input_scale[1] > 0 and seen[1] == 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        head.fit_input_normalization(embeddings, mode="whiten")
+    with pytest.raises(ReweightingHeadMismatchError, match="at least 2 embeddings of width 6"):
+        head.fit_input_normalization(embeddings[:1])
+
+
+def test_fitted_normalization_is_saved_with_the_head_and_old_heads_load_without_it(tmp_path):
+    embeddings = _shared_direction_embeddings()
+    head = ReweightingHead(6, depth=2, hidden_dim=8)
+    head.fit_input_normalization(embeddings)
+    torch.nn.init.normal_(head.mlp[-1].weight)
+    head.save_pretrained(tmp_path / "head")
+    loaded = ReweightingHead.from_pretrained(tmp_path / "head")
+    assert torch.equal(loaded.input_mean, head.input_mean) and torch.equal(loaded.input_scale, head.input_scale)
+    assert torch.equal(loaded(embeddings), head(embeddings))
+    # a head saved before the normalisation existed has no such tensors: it loads as the identity
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "head" / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("input_")}, tmp_path / "head" / "model.safetensors")
+    old = ReweightingHead.from_pretrained(tmp_path / "head")
+    assert torch.equal(old.input_mean, torch.zeros(6)) and torch.equal(old.input_scale, torch.ones(6))
+    assert torch.equal(old(embeddings), old.mlp(embeddings).squeeze(-1))
+
+
 def test_mismatched_embedding_model_is_refused(tmp_path):
     head = ReweightingHead(12, base_model_id="org/base", embedding_fingerprint="f00")
     head.save_pretrained(tmp_path / "head")

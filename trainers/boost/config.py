@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..offline_rl_config import OfflineRLConfig
+from .reweighting_head import INPUT_NORMALIZATIONS
 from .trajectory_embeddings import POOLINGS as EMBEDDING_POOLINGS
 
 METHODS = ("vanilla", "vanilla_synthetic", "bilevel", "boost")
@@ -123,6 +124,12 @@ class BilevelReweightConfig(OfflineRLConfig):
             Linear layers of the MLP. Paper: 2 (Twenty Questions, Car Dealer), 4 (WebShop).
         reweight_hidden_dim (`int`, *optional*, defaults to `256`):
             Hidden width of the MLP (not stated in the paper).
+        reweight_input_normalization (`str`, *optional*, defaults to `"none"`):
+            How the head's input is normalised with the training set's embedding statistics (saved with
+            the head): `"none"` (raw embeddings), `"center"` (subtract the mean embedding, divide by one
+            overall scale) or `"standardize"` (each channel by its own standard deviation). A frozen LM's
+            pooled states share one large direction, so on raw input the MLP's hidden units see nearly
+            the same value for every trajectory. Not in the paper.
 
         > Parameters of the validation batches and the embeddings
 
@@ -252,6 +259,15 @@ class BilevelReweightConfig(OfflineRLConfig):
     )
     reweight_hidden_dim: int = field(
         default=256, metadata=_help("Hidden width of the reweighting MLP (not in the paper).")
+    )
+    reweight_input_normalization: str = field(
+        default="none",
+        metadata=_help(
+            "Normalise the reweighting head's input with the training set's embedding statistics (saved "
+            "with the head): none, center (mean removed, one overall scale) or standardize (per channel). "
+            "Not in the paper.",
+            INPUT_NORMALIZATIONS,
+        ),
     )
     phi_batch_size: int | None = field(
         default=None,

@@ -5,6 +5,13 @@ Car Dealer, depth 4 for WebShop). Its last layer starts at zero, so every trajec
 logit and the first weights are exactly uniform; training moves them away from uniform only as far
 as the validation signal asks.
 
+The head can centre and scale its input with statistics of the training set's embeddings
+(:meth:`ReweightingHead.fit_input_normalization`, kept in the saved weights). A frozen LM's pooled
+hidden states share one large direction (SmolLM2-135M's action means on WebShop: norm ~38, of which
+~98% is the mean over trajectories, one channel alone near 27, while a channel varies by ~0.2
+between trajectories): on raw input every hidden unit of the MLP sees nearly the same value for every
+trajectory, and a few φ steps cannot tell them apart.
+
 The head stores the identity of the embedding model it was trained on (model id, a fingerprint of
 its weights and the embedding width) and refuses to load for another one, because embeddings from a
 different model live in a different space and would give meaningless weights without any error.
@@ -21,6 +28,10 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ..hub import HubCardMixin
+
+
+#: ``fit_input_normalization`` modes, after "none" (the raw embeddings, as in the paper)
+INPUT_NORMALIZATIONS = ("none", "center", "standardize")
 
 
 class ReweightingHeadMismatchError(ValueError):
@@ -43,6 +54,8 @@ class ReweightingHead(
         base_model_id: id or path of the frozen model that produced the embeddings (checked on load).
         embedding_fingerprint: fingerprint of that model's weights (see ``trainers.embedding_cache``).
         zero_init_last: start with a zero last layer so the first weights are uniform (default True).
+            The input standardisation starts as the identity (mean 0, scale 1) until
+            :meth:`fit_input_normalization` is called; a saved head keeps the fitted values.
         training_details: free text shown in the saved card (method, data, hyperparameters).
 
     ``save_pretrained`` writes ``model.safetensors`` + ``config.json`` + a card from
@@ -73,6 +86,9 @@ class ReweightingHead(
         self.base_model_id = base_model_id
         self.embedding_fingerprint = embedding_fingerprint
         self.training_details = training_details
+        # buffers: saved and loaded with the weights, moved by .to(), never trained
+        self.register_buffer("input_mean", torch.zeros(self.embedding_dim))
+        self.register_buffer("input_scale", torch.ones(self.embedding_dim))
         layers: list[nn.Module] = []
         width = self.embedding_dim
         for _ in range(self.depth - 1):
@@ -91,8 +107,34 @@ class ReweightingHead(
                 f"reweighting head expects embeddings of shape [batch, {self.embedding_dim}] "
                 f"(from {self.base_model_id or 'its embedding model'}), got {tuple(embeddings.shape)}"
             )
-        first = self.mlp[0]
-        return self.mlp(embeddings.to(first.weight.dtype)).squeeze(-1)
+        standardized = (embeddings.float() - self.input_mean.float()) / self.input_scale.float()
+        return self.mlp(standardized.to(self.mlp[0].weight.dtype)).squeeze(-1)
+
+    @torch.no_grad()
+    def fit_input_normalization(self, embeddings: torch.Tensor, mode: str = "center") -> None:
+        """Fit the input standardisation on ``embeddings`` (the training set's, ``[N, embedding_dim]``).
+
+        ``mode="center"`` subtracts the mean embedding and divides every channel by one scale, the root
+        mean square of the channels' standard deviations: the shared direction goes, and channels keep
+        their relative spread (a pooling's few NLL channels, which vary far more than a hidden channel,
+        stay as visible to the head as before). ``mode="standardize"`` divides each channel by its own
+        standard deviation (floored at 1e-3 of the mean one, so a channel that hardly varies in training
+        cannot blow a small deviation up to many units at inference).
+        """
+        if mode not in INPUT_NORMALIZATIONS[1:]:
+            raise ValueError(f"mode must be one of {INPUT_NORMALIZATIONS[1:]}, got {mode!r}")
+        if embeddings.dim() != 2 or embeddings.shape[-1] != self.embedding_dim or embeddings.shape[0] < 2:
+            raise ReweightingHeadMismatchError(
+                f"fit_input_normalization needs at least 2 embeddings of width {self.embedding_dim}, "
+                f"got shape {tuple(embeddings.shape)}"
+            )
+        values = embeddings.detach().float()
+        std = values.std(dim=0)
+        if mode == "center":
+            std = std.pow(2).mean().sqrt().expand_as(std)
+        floor = max(1e-3 * float(std.mean()), 1e-8)
+        self.input_mean.copy_(values.mean(dim=0).to(self.input_mean))
+        self.input_scale.copy_(std.clamp_min(floor).to(self.input_scale))
 
     def normalized_weights(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Softmax of the logits over the rows (the minibatch): non-negative, summing to 1."""
@@ -169,4 +211,4 @@ def effective_sample_size(weights: torch.Tensor) -> float:
     return float(1.0 / (weights.pow(2).sum() + 1e-30))
 
 
-__all__ = ["ReweightingHead", "ReweightingHeadMismatchError", "effective_sample_size"]
+__all__ = ["INPUT_NORMALIZATIONS", "ReweightingHead", "ReweightingHeadMismatchError", "effective_sample_size"]

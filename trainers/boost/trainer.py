@@ -225,6 +225,8 @@ class BilevelReweightTrainer(OfflineRLTrainer):
                 base_model_id=embed_id,
                 embedding_fingerprint=self.embedding_fingerprint,
             )
+            if args.reweight_input_normalization != "none":
+                head.fit_input_normalization(self.embeddings, mode=args.reweight_input_normalization)
         else:
             head.check_compatible(
                 base_model_id=embed_id,
