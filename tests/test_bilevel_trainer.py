@@ -409,6 +409,8 @@ def test_save_and_from_pretrained_of_every_artifact(tmp_path, tiny_llama, tiny_t
     x = trainer.embeddings[:5]
     assert torch.equal(loaded["reweighting_head"](x), trainer.reweighting_head(x))
     assert loaded["state"]["global_step"] == 5 and loaded["state"]["next_phase"] == "psi"
+    card = (tmp_path / "final" / "reweighting_head" / "README.md").read_text()
+    assert "input normalization=none (embeddings: action_mean_nll)" in card
     with pytest.raises(ValueError, match="trained on"):
         ReweightingHead.from_pretrained(tmp_path / "final" / "reweighting_head", expected_embedding_dim=7)
     weights = trainer.trajectory_weights()

@@ -41,7 +41,8 @@ def save_boost_extras(trainer, output_dir: str | os.PathLike, state_dict: dict |
     trainer.reweighting_head.training_details = (
         f"method={args.method}, phi_signal={args.phi_signal}, alpha={args.alpha} (+{args.alpha_increment}/outer "
         f"iteration), K_psi={args.k_psi}, K_theta={args.k_theta}, K_phi={args.k_phi}, lr={args.learning_rate}, "
-        f"lr_phi={args.reweight_learning_rate}, loss={args.loss_type}, {len(trainer.training_rows)} training "
+        f"lr_phi={args.reweight_learning_rate}, input normalization={args.reweight_input_normalization} "
+        f"(embeddings: {args.embedding_pooling}), loss={args.loss_type}, {len(trainer.training_rows)} training "
         f"trajectories ({int(trainer.is_synthetic.sum())} synthetic), {len(trainer.val_rows)} validation trajectories, "
         f"{trainer.state.global_step} inner steps."
     )
