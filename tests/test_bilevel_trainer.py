@@ -537,8 +537,10 @@ def test_head_input_normalization_is_fitted_on_the_training_embeddings(
         assert torch.equal(head.input_scale, torch.ones_like(head.input_scale))
         return
     assert torch.allclose(head.input_mean, embeddings.mean(0), atol=1e-5)
-    spread = embeddings.std(0) if mode == "standardize" else embeddings.std(0).pow(2).mean().sqrt().expand(
-        embeddings.shape[1]
+    spread = (
+        embeddings.std(0)
+        if mode == "standardize"
+        else embeddings.std(0).pow(2).mean().sqrt().expand(embeddings.shape[1])
     )
     assert torch.allclose(head.input_scale, spread.clamp_min(1e-3 * float(spread.mean())), rtol=1e-4)
     # a head passed in keeps its own statistics (they belong to the data it was trained on)

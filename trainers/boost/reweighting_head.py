@@ -29,7 +29,6 @@ from torch import nn
 
 from ..hub import HubCardMixin
 
-
 #: ``fit_input_normalization`` modes, after "none" (the raw embeddings, as in the paper)
 INPUT_NORMALIZATIONS = ("none", "center", "standardize")
 
