@@ -53,9 +53,10 @@ class ReweightingHead(
         base_model_id: id or path of the frozen model that produced the embeddings (checked on load).
         embedding_fingerprint: fingerprint of that model's weights (see ``trainers.embedding_cache``).
         zero_init_last: start with a zero last layer so the first weights are uniform (default True).
-            The input standardisation starts as the identity (mean 0, scale 1) until
-            :meth:`fit_input_normalization` is called; a saved head keeps the fitted values.
         training_details: free text shown in the saved card (method, data, hyperparameters).
+
+    The input normalisation starts as the identity (mean 0, scale 1) until
+    :meth:`fit_input_normalization` is called; a saved head keeps the fitted values.
 
     ``save_pretrained`` writes ``model.safetensors`` + ``config.json`` + a card from
     ``hub_cards/reweighting_head_card.md`` atomically (``trainers.hub.HubCardMixin``);
